@@ -1,0 +1,336 @@
+"""Configuration: the YAML contract, its embedded defaults, and validation at load.
+
+Everything is validated once, here. A bad file is rejected with one message that names the file
+and the path of every bad field, so the CLI can exit 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_OLLAMA_URL = "http://localhost:11434"
+DEFAULT_LISTEN_ADDRESS = ":10434"
+CONFIG_ENV = "OLLAMA_PROBE_EXPORTER_CONFIG"
+
+# Options that Ollama applies when it starts a runner: a probe that sends a value different
+# from the resident model's forces a reload (fact sheet, section 4).
+LOAD_TIME_OPTIONS = frozenset(
+    {"num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread", "draft_num_predict"}
+)
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def parse_duration(value: object) -> float:
+    """Parse 90, 1.5, "90", "90s", "1m30s", "500ms", "1h" into seconds."""
+    seconds: float | None = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip()
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        elif text and _DURATION_PART.sub("", text) == "":
+            seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
+    if seconds is None:
+        raise ValueError(f"invalid duration {value!r}: use seconds or units ms, s, m, h (1m30s)")
+    if seconds <= 0:
+        raise ValueError(f"a duration must be positive, got {value!r}")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class TargetConfig(_Strict):
+    name: str = Field(min_length=1)
+    url: str
+    headers: dict[str, str] = {}
+    gpu: Literal[True, False, "auto"] = "auto"
+    tls_ca_file: str | None = None
+    tls_insecure_skip_verify: bool = False
+    max_models: int = Field(default=200, ge=1)
+
+    def owns_local_gpu(self) -> bool:
+        """Whether this machine's NVML readings belong to this target."""
+        if self.gpu != "auto":
+            return self.gpu
+        host = (urlsplit(self.url).hostname or "").lower()
+        return host in {"localhost", "127.0.0.1", "::1", socket.gethostname().lower()} or (
+            host.startswith("127.")
+        )
+
+
+class ChecksConfig(_Strict):
+    min_words: int | None = Field(default=None, ge=1)
+    contains_any: list[str] = []
+    regex: str | None = None
+    language: Literal["pl", "en"] | None = None
+
+    def names(self) -> tuple[str, ...]:
+        """The checks this prompt has configured, in a fixed order (label values of `check`)."""
+        configured = {
+            "min_words": self.min_words is not None,
+            "contains_any": bool(self.contains_any),
+            "regex": self.regex is not None,
+            "language": self.language is not None,
+        }
+        return tuple(name for name, on in configured.items() if on)
+
+
+ThinkSetting = Literal[True, False, "low", "medium", "high"] | None
+
+
+def _keep_alive(value: object) -> object:
+    """Ollama's keep_alive: seconds as a number, or a Go duration string ("5m", "-1", "0")."""
+    if value is None or (isinstance(value, int | float) and not isinstance(value, bool)):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h)?)+", value):
+        return value
+    raise ValueError(f"invalid keep_alive {value!r}: use seconds or a duration such as 5m or -1")
+
+
+KeepAlive = Annotated[Any, BeforeValidator(_keep_alive)]
+
+
+class PromptConfig(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9_]+$")
+    text: str = Field(min_length=1)
+    api: Literal["chat", "generate"] = "chat"
+    interval: Duration | None = None
+    think: ThinkSetting = None
+    cache_bust: bool = True
+    options: dict[str, Any] = {}
+    checks: ChecksConfig = ChecksConfig()
+
+
+class ProbeConfig(_Strict):
+    interval: Duration = 300.0
+    timeout: Duration = 120.0
+    health_interval: Duration = 15.0
+    inventory_interval: Duration = 300.0
+    concurrency_per_target: int = Field(default=1, ge=1)
+    keep_alive: KeepAlive = None
+    preserve_residency: bool = False
+    only_loaded: bool = False
+    max_duty_cycle: float = Field(default=0.25, gt=0, le=1)
+    max_response_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+
+
+class GpuConfig(_Strict):
+    enabled: Literal[True, False, "auto"] = "auto"
+
+
+class WebConfig(_Strict):
+    listen_address: str = DEFAULT_LISTEN_ADDRESS
+
+
+LIVENESS_PROMPT = PromptConfig(
+    id="liveness",
+    text="Reply with one short sentence: are you ready?",
+    options={"temperature": 0, "seed": 42, "num_predict": 16},
+)
+
+AVOCADO_PROMPT = PromptConfig(
+    id="avocado_pl",
+    text="Jakie są korzyści zdrowotne jedzenia awokado?",
+    interval=1800.0,
+    options={"temperature": 0, "seed": 42, "num_predict": 512},
+    checks=ChecksConfig(min_words=50, contains_any=["potas", "błonnik"], language="pl"),
+)
+
+
+class Config(_Strict):
+    targets: list[TargetConfig] = Field(default_factory=lambda: [default_target()])
+    models: list[str] = []
+    exclude_models: list[str] = []
+    prompts: list[PromptConfig] = Field(default_factory=lambda: [LIVENESS_PROMPT, AVOCADO_PROMPT])
+    probe: ProbeConfig = ProbeConfig()
+    gpu: GpuConfig = GpuConfig()
+    web: WebConfig = WebConfig()
+
+    def interval_of(self, prompt: PromptConfig) -> float:
+        """The configured interval of a prompt (before any duty-cycle stretching)."""
+        return prompt.interval if prompt.interval is not None else self.probe.interval
+
+
+def default_target(environ: Mapping[str, str] | None = None) -> TargetConfig:
+    """The zero-config target: $OLLAMA_URL, else $OLLAMA_HOST, else localhost:11434."""
+    env = os.environ if environ is None else environ
+    raw = env.get("OLLAMA_URL") or env.get("OLLAMA_HOST") or DEFAULT_OLLAMA_URL
+    return TargetConfig(name="local", url=normalise_url(raw))
+
+
+def normalise_url(raw: str) -> str:
+    """Accept OLLAMA_HOST forms such as `0.0.0.0:11434` or `host`, as the official client does."""
+    url = raw.strip().rstrip("/")
+    if "://" not in url:
+        url = f"http://{url}"
+    parts = urlsplit(url)
+    if parts.port is None and parts.hostname and not parts.path:
+        default_port = 443 if parts.scheme == "https" else 11434
+        url = f"{parts.scheme}://{parts.netloc}:{default_port}"
+    return url
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message lists every problem found."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {source}: {p}" for p in problems)
+        super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
+    """Load, validate and resolve a config file; None gives the embedded defaults."""
+    env = os.environ if environ is None else environ
+    if path is None:
+        return Config(targets=[default_target(env)])
+    source = str(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read file: {exc.strerror or exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {_yaml_problem(exc)}"]) from None
+    return parse_config(data, source, env)
+
+
+def parse_config(data: object, source: str, environ: Mapping[str, str]) -> Config:
+    """Validate already-parsed YAML data; raise ConfigError naming every bad field."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, ["the top level must be a mapping of keys"])
+    if "targets" not in data:
+        data = {**data, "targets": [default_target(environ).model_dump()]}
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(source, [_describe(err) for err in exc.errors()]) from None
+    problems = _semantic_problems(config)
+    config, env_problems = _resolve_headers(config, environ)
+    problems += env_problems
+    if problems:
+        raise ConfigError(source, problems)
+    _warn_load_time_options(config)
+    return config
+
+
+def _describe(err: Mapping[str, Any]) -> str:
+    path = _path(err["loc"])
+    message = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        message = "unknown key"
+    return f"{path}: {message}" if path else message
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    text = ""
+    for part in loc:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        else:
+            text += f".{part}" if text else str(part)
+    return text
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{problem} (line {mark.line + 1})" if mark is not None else str(problem)
+
+
+def _semantic_problems(config: Config) -> list[str]:
+    problems = _duplicates([t.name for t in config.targets], "targets", "name")
+    problems += _duplicates([p.id for p in config.prompts], "prompts", "id")
+    for i, target in enumerate(config.targets):
+        problem = _url_problem(target.url)
+        if problem:
+            problems.append(f"targets[{i}].url: {problem}")
+    for i, prompt in enumerate(config.prompts):
+        interval = config.interval_of(prompt)
+        if config.probe.timeout >= interval:
+            problems.append(
+                f"prompts[{i}].interval: probe.timeout ({config.probe.timeout:g}s) must be "
+                f"below the interval of prompt {prompt.id!r} ({interval:g}s)"
+            )
+        if prompt.checks.regex is not None:
+            try:
+                re.compile(prompt.checks.regex)
+            except re.error as exc:
+                problems.append(f"prompts[{i}].checks.regex: invalid regular expression: {exc}")
+    if not config.prompts:
+        problems.append("prompts: at least one prompt is needed")
+    return problems
+
+
+def _duplicates(values: list[str], key: str, field: str) -> list[str]:
+    seen: set[str] = set()
+    problems = []
+    for i, value in enumerate(values):
+        if value in seen:
+            problems.append(f"{key}[{i}].{field}: duplicate {field} {value!r}")
+        seen.add(value)
+    return problems
+
+
+def _url_problem(url: str) -> str | None:
+    parts = urlsplit(url)
+    if parts.scheme not in {"http", "https"}:
+        return f"must start with http:// or https://, got {url!r}"
+    if not parts.hostname:
+        return f"has no host: {url!r}"
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        return f"has an invalid port: {url!r}"
+    return None
+
+
+def _resolve_headers(config: Config, environ: Mapping[str, str]) -> tuple[Config, list[str]]:
+    """Expand ${VAR} in header values; an unset variable is an error naming it."""
+    problems: list[str] = []
+    targets = []
+    for i, target in enumerate(config.targets):
+        headers = {}
+        for name, value in target.headers.items():
+            for var in _ENV_REF.findall(value):
+                if var not in environ:
+                    problems.append(
+                        f"targets[{i}].headers.{name}: environment variable {var} is not set"
+                    )
+            headers[name] = _ENV_REF.sub(lambda m: environ.get(m.group(1), ""), value)
+        targets.append(target.model_copy(update={"headers": headers}))
+    return config.model_copy(update={"targets": targets}), problems
+
+
+def _warn_load_time_options(config: Config) -> None:
+    for prompt in config.prompts:
+        for option in sorted(LOAD_TIME_OPTIONS & prompt.options.keys()):
+            log.warning(
+                "prompt %s sets load-time option %s: Ollama reloads a resident model whose "
+                "value differs, so a probe may pay (and cause) a cold load",
+                prompt.id,
+                option,
+            )

@@ -1,0 +1,128 @@
+"""The /metrics text: cached probe and server series plus live process and GPU readings.
+
+Writers (probe jobs, health checks, the scheduler) call the methods below; each runs under one
+lock and bumps a version. A scrape re-renders the cached part only when the version moved, so
+its cost does not grow with probe time and it never waits for a probe in flight. Process and
+NVML readings are cheap and describe "now", so they are collected fresh at every scrape.
+"""
+
+from __future__ import annotations
+
+import gzip
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import ParamSpec, TypeVar
+
+from prometheus_client import (
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    disable_created_metrics,
+    generate_latest,
+)
+from prometheus_client.registry import Collector
+
+from exporter.metrics import ProbeMetrics
+from exporter.ollama import ListedModel, RunningModel
+from exporter.results import JobKey, ProbeResult, ProbeSkip
+from exporter.server_metrics import ExporterMetrics, ServerMetrics
+
+# Counters' *_created series add a sample per series and nothing the rules use.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _write(method: Callable[P, R]) -> Callable[P, R]:
+    """Run a writer under the exposition lock and invalidate the cached text."""
+
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        self = args[0]
+        assert isinstance(self, Exposition)
+        with self._lock:
+            result = method(*args, **kwargs)
+            self._version += 1
+            return result
+
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+class Exposition:
+    """Owns every series the exporter serves."""
+
+    def __init__(self, live_collectors: Iterable[Collector] = (PROCESS_COLLECTOR,)) -> None:
+        self._lock = threading.Lock()
+        self._version = 0
+        self._cache: tuple[int, bytes] = (-1, b"")
+        self._registry = CollectorRegistry(auto_describe=False)
+        self.probes = ProbeMetrics(self._registry)
+        self.servers = ServerMetrics(self._registry)
+        self.exporter = ExporterMetrics(self._registry)
+        self._live = CollectorRegistry(auto_describe=False)
+        for collector in live_collectors:
+            self._live.register(collector)
+
+    @_write
+    def register_job(self, key: JobKey, checks: Iterable[str]) -> None:
+        self.probes.register(key, checks)
+
+    @_write
+    def remove_job(self, key: JobKey) -> None:
+        self.probes.remove(key)
+
+    @_write
+    def register_target(self, target: str) -> None:
+        self.servers.register(target)
+        self.exporter.register(target)
+
+    @_write
+    def remove_target(self, target: str) -> None:
+        self.servers.remove(target)
+        self.exporter.remove(target)
+
+    @_write
+    def observe(self, result: ProbeResult) -> None:
+        self.probes.observe(result)
+
+    @_write
+    def skip(self, item: ProbeSkip) -> None:
+        self.probes.skip(item)
+
+    @_write
+    def health(self, target: str, version: str | None) -> None:
+        self.servers.health(target, version)
+
+    @_write
+    def inventory(self, target: str, models: Mapping[str, ListedModel], dropped: int) -> None:
+        self.servers.inventory(target, models)
+        self.exporter.models_dropped.labels(target).set(dropped)
+
+    @_write
+    def residency(
+        self, target: str, known: Sequence[str], resident: Mapping[str, RunningModel]
+    ) -> None:
+        self.servers.residency(target, known, resident)
+
+    @_write
+    def reload_result(self, ok: bool) -> None:
+        self.exporter.reload_ok.set(1 if ok else 0)
+
+    @_write
+    def schedule(self, target: str, lag_s: float, queue_wait_s: float) -> None:
+        self.exporter.lag.labels(target).observe(max(lag_s, 0.0))
+        self.exporter.queue_wait.labels(target).observe(queue_wait_s)
+
+    @_write
+    def duty(self, target: str, duty: float, stretch: float) -> None:
+        self.exporter.duty.labels(target).set(duty)
+        self.exporter.stretch.labels(target).set(stretch)
+
+    def render(self, gzipped: bool = False) -> bytes:
+        """The whole exposition text; gzip-compressed when asked."""
+        with self._lock:
+            if self._cache[0] != self._version:
+                self._cache = (self._version, generate_latest(self._registry))
+            cached = self._cache[1]
+        text = cached + generate_latest(self._live)
+        return gzip.compress(text, compresslevel=1) if gzipped else text

@@ -1,0 +1,337 @@
+"""One generation probe: a streamed /api/chat or /api/generate request, timed and parsed.
+
+A probe never raises for a failing target. It returns a ProbeOutcome that is either a success
+or one failure reason from a fixed set, with a human-readable detail for logs and the status page.
+The timeout is a total deadline (connect to last byte), enforced by a watchdog that shuts the
+socket down, so a server trickling one byte every few seconds cannot hold a probe open.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import httpx
+
+
+class Reason(StrEnum):
+    """Why a probe failed: the fixed set exported as the `reason` label."""
+
+    TIMEOUT = "timeout"
+    CONNECT = "connect"
+    HTTP_STATUS = "http_status"
+    MODEL_NOT_FOUND = "model_not_found"
+    STREAM_ERROR = "stream_error"
+    INVALID_RESPONSE = "invalid_response"
+    INCOMPLETE = "incomplete"
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    """Everything one probe sends; built by the runner from config and residency."""
+
+    base_url: str
+    api: str  # "chat" | "generate"
+    model: str
+    text: str
+    timeout: float
+    max_response_bytes: int
+    options: Mapping[str, Any] = field(default_factory=dict)
+    think: bool | str | None = None
+    keep_alive: int | float | str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def body(self) -> dict[str, Any]:
+        """The JSON body; optional fields are omitted so Ollama's own defaults apply."""
+        body: dict[str, Any] = {"model": self.model, "stream": True}
+        if self.api == "chat":
+            body["messages"] = [{"role": "user", "content": self.text}]
+        else:
+            body["prompt"] = self.text
+        if self.options:
+            body["options"] = dict(self.options)
+        if self.think is not None:
+            body["think"] = self.think
+        if self.keep_alive is not None:
+            body["keep_alive"] = self.keep_alive
+        return body
+
+
+@dataclass(frozen=True)
+class ServerTimings:
+    """Ollama's own final-chunk figures, in seconds and tokens; None where it sent none."""
+
+    total_s: float | None = None
+    load_s: float | None = None
+    prompt_eval_s: float | None = None
+    eval_s: float | None = None
+    prompt_tokens: int | None = None
+    eval_count: int | None = None
+    done_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    """What one probe measured. `reason` is None exactly when it succeeded."""
+
+    reason: Reason | None
+    detail: str
+    duration_s: float
+    ttft_s: float | None = None
+    answer: str = ""
+    server: ServerTimings | None = None
+    cancelled: bool = False
+
+    @property
+    def success(self) -> bool:
+        return self.reason is None
+
+
+class _Failure(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class Watchdog:
+    """Shuts a probe's socket down at its deadline or when cancelled from another thread."""
+
+    def __init__(self, timeout: float) -> None:
+        self._lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._timer = threading.Timer(timeout, self._fire, args=("timeout",))
+        self._timer.daemon = True
+        self.fired: str | None = None
+
+    def __enter__(self) -> Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+    def cancel(self) -> None:
+        """Abort the probe (exporter shutdown)."""
+        self._fire("cancelled")
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        """httpcore trace hook: remember the socket once the TCP connection exists."""
+        if event == "connection.connect_tcp.complete":
+            stream = info.get("return_value")
+            sock = stream.get_extra_info("socket") if stream is not None else None
+            with self._lock:
+                self._sock = sock
+                if self.fired is not None:
+                    self._shutdown()
+
+    def _fire(self, why: str) -> None:
+        with self._lock:
+            if self.fired is None:
+                self.fired = why
+            self._shutdown()
+
+    def _shutdown(self) -> None:
+        if self._sock is not None:
+            # Already closed means there is nothing left to interrupt.
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+
+
+Clock = Callable[[], float]
+_MODEL_NOT_FOUND = re.compile(r"model ['\"].*['\"] not found", re.IGNORECASE)
+
+
+def run_probe(
+    client: httpx.Client,
+    request: ProbeRequest,
+    *,
+    clock: Clock = time.perf_counter,
+    watchdog: Watchdog | None = None,
+) -> ProbeOutcome:
+    """Send one streamed generation request and measure it; never raises for target faults."""
+    dog = watchdog or Watchdog(request.timeout)
+    start = clock()
+    try:
+        with (
+            dog,
+            client.stream(
+                "POST",
+                f"{request.base_url}/api/{request.api}",
+                json=request.body(),
+                headers=dict(request.headers),
+                timeout=request.timeout,
+                extensions={"trace": dog.trace},
+            ) as response,
+        ):
+            return _read_response(response, request, start, clock)
+    except _Failure as failure:
+        return _failed(dog, failure.reason, failure.detail, clock() - start)
+    except httpx.TimeoutException as exc:
+        return _failed(
+            dog, Reason.TIMEOUT, f"no answer within {request.timeout:g}s ({exc})", clock() - start
+        )
+    except httpx.ConnectError as exc:
+        return _failed(dog, Reason.CONNECT, f"cannot connect: {exc}", clock() - start)
+    except (httpx.TransportError, httpx.StreamError) as exc:
+        return _failed(dog, Reason.INCOMPLETE, f"connection lost: {exc}", clock() - start)
+
+
+def _failed(dog: Watchdog, reason: Reason, detail: str, elapsed: float) -> ProbeOutcome:
+    # A fault caused by our own watchdog is reported as what it was, not as its symptom.
+    if dog.fired == "timeout":
+        return ProbeOutcome(Reason.TIMEOUT, "total deadline passed", elapsed)
+    if dog.fired == "cancelled":
+        return ProbeOutcome(reason, "cancelled at shutdown", elapsed, cancelled=True)
+    return ProbeOutcome(reason, detail, elapsed)
+
+
+def _read_response(
+    response: httpx.Response, request: ProbeRequest, start: float, clock: Clock
+) -> ProbeOutcome:
+    if response.status_code != 200:
+        raise _status_failure(response, request.max_response_bytes)
+    stream = _StreamState(api=request.api, start=start)
+    for line in _lines(response, request.max_response_bytes):
+        if stream.feed(line, clock()):
+            return stream.outcome(clock() - start)
+    raise _Failure(Reason.INCOMPLETE, "stream ended before the done chunk")
+
+
+def _lines(response: httpx.Response, cap: int) -> Iterator[bytes]:
+    """Split the body into lines, refusing to read past `cap` bytes."""
+    received = 0
+    pending = b""
+    for chunk in response.iter_bytes():
+        received += len(chunk)
+        if received > cap:
+            raise _Failure(Reason.INVALID_RESPONSE, f"reply larger than {cap} bytes")
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        yield from lines
+    if pending.strip():
+        yield pending
+
+
+def _status_failure(response: httpx.Response, cap: int) -> _Failure:
+    raw = b""
+    for chunk in response.iter_bytes():
+        raw += chunk
+        if len(raw) > min(cap, 65536):
+            break
+    text = _error_text(raw)
+    if response.status_code == 404 and _MODEL_NOT_FOUND.search(text):
+        return _Failure(Reason.MODEL_NOT_FOUND, text)
+    return _Failure(Reason.HTTP_STATUS, f"HTTP {response.status_code}: {text}".rstrip(": "))
+
+
+def _error_text(raw: bytes) -> str:
+    text = raw.decode("utf-8", errors="replace").strip()
+    try:
+        parsed = json.loads(text)
+    except ValueError:
+        return text[:300]
+    error = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(error, str):
+        return error[:300]
+    return text[:300]
+
+
+@dataclass
+class _StreamState:
+    """Accumulates NDJSON chunks of one streamed answer."""
+
+    api: str
+    start: float
+    ttft_s: float | None = None
+    answer: list[str] = field(default_factory=list)
+    server: ServerTimings | None = None
+
+    def feed(self, line: bytes, now: float) -> bool:
+        """Take one line; True once the done chunk has been read."""
+        if not line.strip():
+            return False
+        chunk = _decode(line)
+        if "error" in chunk:
+            raise _Failure(Reason.STREAM_ERROR, str(chunk["error"])[:300])
+        text, produced = self._content(chunk)
+        if produced and self.ttft_s is None:
+            self.ttft_s = now - self.start
+        self.answer.append(text)
+        if chunk.get("done") is True:
+            self.server = _timings(chunk)
+            return True
+        return False
+
+    def _content(self, chunk: dict[str, Any]) -> tuple[str, bool]:
+        if self.api == "chat":
+            message = chunk.get("message", {})
+            if not isinstance(message, dict):
+                raise _Failure(Reason.INVALID_RESPONSE, "chat chunk without a message object")
+            source: dict[str, Any] = message
+            text_key = "content"
+        else:
+            source, text_key = chunk, "response"
+        text = _optional_str(source, text_key)
+        thinking = _optional_str(source, "thinking")
+        return text, bool(text or thinking or source.get("tool_calls"))
+
+    def outcome(self, elapsed: float) -> ProbeOutcome:
+        return ProbeOutcome(None, "ok", elapsed, self.ttft_s, "".join(self.answer), self.server)
+
+
+def _decode(line: bytes) -> dict[str, Any]:
+    try:
+        chunk = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _Failure(Reason.INVALID_RESPONSE, "a line is not valid UTF-8") from None
+    except ValueError:
+        raise _Failure(Reason.INVALID_RESPONSE, f"a line is not JSON: {line[:80]!r}") from None
+    if not isinstance(chunk, dict):
+        raise _Failure(Reason.INVALID_RESPONSE, "a line is not a JSON object")
+    return chunk
+
+
+def _optional_str(source: Mapping[str, Any], key: str) -> str:
+    value = source.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _Failure(Reason.INVALID_RESPONSE, f"field {key!r} is not a string")
+    return value
+
+
+def _timings(chunk: Mapping[str, Any]) -> ServerTimings:
+    """Read the final chunk's figures; each is optional (omitempty drops zeros)."""
+
+    def seconds(key: str) -> float | None:
+        value = _optional_int(chunk, key)
+        return None if value is None else value / 1e9
+
+    reason = chunk.get("done_reason")
+    return ServerTimings(
+        total_s=seconds("total_duration"),
+        load_s=seconds("load_duration"),
+        prompt_eval_s=seconds("prompt_eval_duration"),
+        eval_s=seconds("eval_duration"),
+        prompt_tokens=_optional_int(chunk, "prompt_eval_count"),
+        eval_count=_optional_int(chunk, "eval_count"),
+        done_reason=reason if isinstance(reason, str) else None,
+    )
+
+
+def _optional_int(chunk: Mapping[str, Any], key: str) -> int | None:
+    value = chunk.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Failure(Reason.INVALID_RESPONSE, f"field {key!r} is not an integer")
+    return value

@@ -1,0 +1,158 @@
+"""`ollama-probe-exporter probe`: one round of every job now, as the report's comparison table.
+
+This is the hand-run end-to-end test the project grew out of, as one command: it exits
+non-zero when a probe or an answer check failed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.config import Config
+from exporter.exposition import Exposition
+from exporter.gpu import GpuReader
+from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
+from exporter.runner import JobSpec, ProbeRunner
+from exporter.targets import Target, http_clients
+
+
+@dataclass(frozen=True)
+class Round:
+    """What one round produced: results, plus targets whose models could not be listed."""
+
+    results: list[ProbeResult | ProbeSkip]
+    unreachable: list[str]
+
+    @property
+    def ok(self) -> bool:
+        def good(item: ProbeResult | ProbeSkip) -> bool:
+            return isinstance(item, ProbeSkip) or (
+                item.outcome.success and all(item.checks.values())
+            )
+
+        return not self.unreachable and all(good(r) for r in self.results)
+
+
+def run_round(config: Config, gpu: GpuReader) -> Round:
+    """Probe every (target, model, prompt) once, one after another."""
+    exposition = Exposition(live_collectors=())
+    runner = ProbeRunner(config, exposition, ResultStore(), gpu)
+    results: list[ProbeResult | ProbeSkip] = []
+    unreachable = []
+    for target_config in config.targets:
+        target = Target(target_config, exposition, *http_clients(target_config))
+        if not target.refresh_inventory(config, config.probe.timeout):
+            unreachable.append(target.name)
+            continue
+        inventory = target.inventory
+        for model in inventory.models if inventory else {}:
+            for prompt in config.prompts:
+                spec = JobSpec(
+                    JobKey(target.name, model, prompt.id),
+                    target,
+                    prompt,
+                    config.interval_of(prompt),
+                )
+                result = runner.run(spec, spec.interval_s)
+                if result is not None:
+                    results.append(result)
+    return Round(results, unreachable)
+
+
+def rows(results: Sequence[ProbeResult | ProbeSkip]) -> list[dict[str, Any]]:
+    """One dict per job with the report's columns; relative speed within each prompt."""
+    fastest: dict[str, float] = {}
+    for r in results:
+        if isinstance(r, ProbeResult) and r.outcome.success:
+            best = fastest.get(r.key.prompt, r.outcome.duration_s)
+            fastest[r.key.prompt] = min(best, r.outcome.duration_s)
+    return [_row(r, fastest) for r in results]
+
+
+def _row(item: ProbeResult | ProbeSkip, fastest: dict[str, float]) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "target": item.key.target,
+        "model": item.key.model,
+        "prompt": item.key.prompt,
+    }
+    if isinstance(item, ProbeSkip):
+        return {**base, "result": f"skipped ({item.reason})"}
+    outcome, server = item.outcome, item.outcome.server
+    rate = None
+    if server and server.eval_count and server.eval_s:
+        rate = server.eval_count / server.eval_s
+    relative = None
+    if outcome.success and outcome.duration_s > 0:
+        relative = fastest[item.key.prompt] / outcome.duration_s
+    return {
+        **base,
+        "result": "ok" if outcome.success else str(outcome.reason),
+        "detail": outcome.detail,
+        "duration_s": outcome.duration_s,
+        "ttft_s": outcome.ttft_s,
+        "tokens_per_s": rate,
+        "chars": item.response_characters if outcome.success else None,
+        "words": item.response_words if outcome.success else None,
+        "vram_bytes": item.vram_bytes,
+        "cold_start": item.cold_start,
+        "checks": dict(item.checks),
+        "relative_speed": relative,
+    }
+
+
+def format_json(results: Sequence[ProbeResult | ProbeSkip]) -> str:
+    return json.dumps(rows(results), indent=2, ensure_ascii=False)
+
+
+_COLUMNS = (
+    "target",
+    "model",
+    "prompt",
+    "result",
+    "duration",
+    "TTFT",
+    "tok/s",
+    "chars",
+    "words",
+    "VRAM",
+    "cold",
+    "checks",
+    "relative speed",
+)
+
+
+def format_table(results: Sequence[ProbeResult | ProbeSkip]) -> str:
+    """A plain-text table like the report's, one line per job."""
+    table = [list(_COLUMNS)] + [_cells(row) for row in rows(results)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(_COLUMNS))]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table
+    )
+
+
+def _cells(row: dict[str, Any]) -> list[str]:
+    def num(key: str, fmt: str) -> str:
+        value = row.get(key)
+        return "" if value is None else format(value, fmt)
+
+    vram = row.get("vram_bytes")
+    cold = row.get("cold_start")
+    checks = row.get("checks") or {}
+    return [
+        row["target"],
+        row["model"],
+        row["prompt"],
+        row["result"],
+        num("duration_s", ".2f") + ("s" if row.get("duration_s") is not None else ""),
+        num("ttft_s", ".2f") + ("s" if row.get("ttft_s") is not None else ""),
+        num("tokens_per_s", ".1f"),
+        num("chars", "d"),
+        num("words", "d"),
+        "" if vram is None else f"{vram / 2**20:.0f} MiB",
+        "" if cold is None else ("yes" if cold else "no"),
+        " ".join(f"{k}:{'ok' if v else 'FAIL'}" for k, v in checks.items()),
+        "" if row.get("relative_speed") is None else f"{row['relative_speed'] * 100:.0f}%",
+    ]

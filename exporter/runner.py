@@ -1,0 +1,183 @@
+"""One run of a probe job: residency look-up, the probe itself, checks, GPU sampling, publishing.
+
+The runner turns configuration and a target's state into a ProbeRequest, runs it, and hands
+the result to the store and the exposition in one step. It never raises for target faults.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from exporter.checks import run_checks
+from exporter.config import Config, PromptConfig
+from exporter.exposition import Exposition
+from exporter.gpu import GpuReader, ProbeGpuSampler, ProbeGpuUsage
+from exporter.ollama import RunningModel, model_key
+from exporter.probe import ProbeOutcome, ProbeRequest, Watchdog, run_probe
+from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
+from exporter.targets import Target
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """A probe job: which prompt goes to which model of which target."""
+
+    key: JobKey
+    target: Target
+    prompt: PromptConfig
+    interval_s: float  # as configured, before stretching
+
+    @property
+    def model(self) -> str:
+        return self.key.model
+
+
+class ProbeRunner:
+    """Runs probe jobs and publishes what they measured."""
+
+    def __init__(
+        self,
+        config: Config,
+        exposition: Exposition,
+        store: ResultStore,
+        gpu: GpuReader,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self._exposition = exposition
+        self._store = store
+        self._gpu = gpu
+        self._wall = wall
+        self._lock = threading.Lock()
+        self._in_flight: set[Watchdog] = set()
+
+    def run(self, spec: JobSpec, interval_s: float) -> ProbeResult | ProbeSkip | None:
+        """Probe once; None when the probe was cancelled by shutdown (nothing published)."""
+        probe = self.config.probe
+        resident = spec.target.resident(min(5.0, probe.timeout))
+        running = None if resident is None else resident.get(model_key(spec.model))
+        if probe.only_loaded and running is None:
+            reason = "residency_unknown" if resident is None else "not_loaded"
+            return self._publish_skip(spec, reason, interval_s)
+        request = self._request(spec, running)
+        outcome, gpu = self._measure(spec, request)
+        if outcome.cancelled:
+            return None
+        result = ProbeResult(
+            key=spec.key,
+            outcome=outcome,
+            finished_at=self._wall(),
+            interval_s=interval_s,
+            cold_start=None if resident is None else running is None,
+            checks=run_checks(spec.prompt.checks, outcome.answer) if outcome.success else {},
+            gpu=gpu,
+            vram_bytes=running.vram_bytes if running is not None else None,
+        )
+        self._publish(result)
+        return result
+
+    def cancel_all(self) -> None:
+        """Abort every probe in flight (shutdown); their results are not published."""
+        with self._lock:
+            dogs = list(self._in_flight)
+        for dog in dogs:
+            dog.cancel()
+
+    def _request(self, spec: JobSpec, running: RunningModel | None) -> ProbeRequest:
+        prompt = spec.prompt
+        text = prompt.text
+        if prompt.cache_bust:
+            # A unique prefix defeats Ollama's KV prefix cache, which would flatter prefill.
+            text = f"[probe {uuid.uuid4().hex[:12]}] {text}"
+        target = spec.target.config
+        return ProbeRequest(
+            base_url=target.url.rstrip("/"),
+            api=prompt.api,
+            model=spec.model,
+            text=text,
+            timeout=self.config.probe.timeout,
+            max_response_bytes=self.config.probe.max_response_bytes,
+            options=prompt.options,
+            think=prompt.think,
+            keep_alive=self._keep_alive(running),
+            headers=target.headers,
+        )
+
+    def _keep_alive(self, running: RunningModel | None) -> int | float | str | None:
+        probe = self.config.probe
+        if probe.preserve_residency and running is not None and running.expires_at is not None:
+            # Send what is left of the model's lifetime so the probe does not extend it.
+            left = (running.expires_at - datetime.now(UTC)).total_seconds()
+            return max(1, math.ceil(left))
+        value: int | float | str | None = probe.keep_alive
+        return value
+
+    def _measure(
+        self, spec: JobSpec, request: ProbeRequest
+    ) -> tuple[ProbeOutcome, tuple[ProbeGpuUsage, ...]]:
+        dog = Watchdog(request.timeout)
+        with self._tracked(dog):
+            if not self._samples_gpu(spec):
+                return run_probe(spec.target.probe_client, request, watchdog=dog), ()
+            with ProbeGpuSampler(self._gpu) as sampler:
+                outcome = run_probe(spec.target.probe_client, request, watchdog=dog)
+            return outcome, sampler.usage()
+
+    def _samples_gpu(self, spec: JobSpec) -> bool:
+        return self.config.gpu.enabled is not False and spec.target.config.owns_local_gpu()
+
+    @contextlib.contextmanager
+    def _tracked(self, dog: Watchdog) -> Iterator[None]:
+        with self._lock:
+            self._in_flight.add(dog)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._in_flight.discard(dog)
+
+    def _publish(self, result: ProbeResult) -> None:
+        key, outcome = result.key, result.outcome
+        if outcome.reason is not None:
+            log.warning(
+                "probe failed: target=%s model=%s prompt=%s reason=%s duration=%.3fs detail=%s",
+                key.target,
+                key.model,
+                key.prompt,
+                outcome.reason.value,
+                outcome.duration_s,
+                outcome.detail,
+            )
+        else:
+            log.debug(
+                "probe ok: target=%s model=%s prompt=%s duration=%.3fs",
+                key.target,
+                key.model,
+                key.prompt,
+                outcome.duration_s,
+            )
+        self._store.put(result)
+        self._exposition.observe(result)
+
+    def _publish_skip(self, spec: JobSpec, reason: str, interval_s: float) -> ProbeSkip:
+        skip = ProbeSkip(spec.key, reason, f"skipped: {reason}", self._wall(), interval_s)
+        log.info(
+            "probe skipped: target=%s model=%s prompt=%s reason=%s",
+            spec.key.target,
+            spec.key.model,
+            spec.key.prompt,
+            reason,
+        )
+        self._store.put(skip)
+        self._exposition.skip(skip)
+        return skip
