@@ -1,0 +1,271 @@
+"""Dashboard 1: the seed report's model comparison, live.
+
+Every panel shows the models on one prompt (`$prompt`): a duration measured on a 16-token
+liveness prompt and one measured on the 512-token avocado question are not comparable.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import dashboard as dashboard_builders
+from grafana_foundation_sdk.models import common as common_models
+from grafana_foundation_sdk.models import dashboard as dashboard_models
+
+from . import promql as q
+from .layout import new_dashboard
+from .panels import (
+    BELOW_60_SECONDS,
+    UNIT_CHARACTERS,
+    UNIT_TOKENS_PER_SECOND,
+    UNIT_WORDS,
+    Column,
+    Query,
+    Size,
+    Step,
+    bargauge_panel,
+    comparison_table,
+    timeseries_panel,
+)
+from .variables import model_variable, prompt_variable, target_variable, window_variable
+
+UID = "ollama-model-comparison"
+KEY = ("target", "model")
+DURATION = "ollama_probe_duration_seconds"
+TTFT = "ollama_probe_time_to_first_token_seconds"
+# The table and the rankings cover the dashboard's time range, like the report covered its run.
+RANGE = "$__range"
+
+MEAN_OVER_RANGE = q.histogram_mean(DURATION, q.PROBE_LABELS, RANGE, KEY)
+RELATIVE_SPEED = q.relative_to_fastest(MEAN_OVER_RANGE)
+# Ratios: green when everything passed, as the report's KPIs expect.
+GOOD_RATIO: tuple[Step, ...] = ((None, "red"), (0.99, "yellow"), (1.0, "green"))
+
+
+def _success_ratio() -> str:
+    failures = q.sum_increase("ollama_probe_failures_total", q.PROBE_LABELS, RANGE, KEY)
+    probes = q.sum_increase("ollama_probes_total", q.PROBE_LABELS, RANGE, KEY)
+    return f"1 - {failures} / {probes}"
+
+
+def _check_pass_ratio() -> str:
+    """Share of answer-check runs that passed, averaged over the prompt's checks.
+
+    Checks run on successful probes only, so each check's failures are divided by the
+    successful probes (probes - failures) of the same series; `ignoring(check)` matches the
+    per-check failure counts against that per-series denominator.
+    """
+    series = (*KEY, "prompt")
+    check_failures = q.sum_increase(
+        "ollama_probe_check_failures_total", q.PROBE_LABELS, RANGE, (*series, "check")
+    )
+    probes = q.sum_increase("ollama_probes_total", q.PROBE_LABELS, RANGE, series)
+    failures = q.sum_increase("ollama_probe_failures_total", q.PROBE_LABELS, RANGE, series)
+    return (
+        f"1 - avg by ({q.by(KEY)}) ({check_failures}"
+        f" / ignoring(check) group_left() ({probes} - {failures}))"
+    )
+
+
+def _vram() -> str:
+    """VRAM of each compared model from /api/ps (per model, no prompt label).
+
+    Models that are not resident have no vram series; they show 0 through the loaded=0 gauge.
+    The `and on(target, model)` keeps only models probed with the selected prompt, so
+    embedding models (listed but never probed) add no empty rows.
+    """
+    resident = q.max_by("ollama_model_vram_bytes", q.MODEL_LABELS, KEY)
+    unloaded = f"max by ({q.by(KEY)}) ({q.sel('ollama_model_loaded', q.MODEL_LABELS)} == 0)"
+    probed = q.sel("ollama_probes_total", q.PROBE_LABELS)
+    return f"({resident} or {unloaded}) and on ({q.by(KEY)}) {probed}"
+
+
+def _range_total(counter: str) -> str:
+    return q.sum_increase(counter, q.PROBE_LABELS, RANGE, KEY)
+
+
+def _columns() -> list[Column]:
+    return [
+        Column("Relative speed", RELATIVE_SPEED, "percentunit", decimals=0),
+        Column(
+            "Last time",
+            q.max_by("ollama_probe_last_duration_seconds", q.PROBE_LABELS, KEY),
+            "s",
+            BELOW_60_SECONDS,
+        ),
+        Column("Mean time", MEAN_OVER_RANGE, "s", BELOW_60_SECONDS),
+        Column(
+            "TTFT",
+            q.max_by("ollama_probe_last_time_to_first_token_seconds", q.PROBE_LABELS, KEY),
+            "s",
+        ),
+        Column(
+            "Tokens/s",
+            q.max_by("ollama_probe_tokens_per_second", q.PROBE_LABELS, KEY),
+            UNIT_TOKENS_PER_SECOND,
+            decimals=1,
+        ),
+        Column(
+            "Characters",
+            q.max_by("ollama_probe_response_characters", q.PROBE_LABELS, KEY),
+            UNIT_CHARACTERS,
+            decimals=0,
+        ),
+        Column(
+            "Words",
+            q.max_by("ollama_probe_response_words", q.PROBE_LABELS, KEY),
+            UNIT_WORDS,
+            decimals=0,
+        ),
+        Column("VRAM", _vram(), "bytes"),
+        Column("Success", _success_ratio(), "percentunit", GOOD_RATIO, decimals=1),
+        Column("Checks passed", _check_pass_ratio(), "percentunit", GOOD_RATIO, decimals=1),
+        Column(
+            "Cold starts",
+            # increase() extrapolates to the range's edges; a count of probes is whole.
+            f"round({_range_total('ollama_probe_cold_starts_total')})",
+            "none",
+            decimals=0,
+        ),
+    ]
+
+
+TABLE_DESCRIPTION = (
+    "One row per model on the selected prompt: the seed report's table, measured continuously. "
+    "Relative speed = the fastest model's mean response time / this model's mean (100 % = the "
+    "fastest). Last time, TTFT (time to first token), tokens/s (Ollama's decode rate, "
+    "eval_count / eval_duration), characters and words describe the latest successful answer. "
+    "Mean time is rate(_sum) / rate(_count) of the duration histogram over the dashboard's time "
+    "range (successful probes only). VRAM is size_vram from /api/ps for this model alone "
+    "(0 = not resident), not the Ollama process total the report logged. Success = 1 - failed / "
+    "all probes; checks passed = passed answer-check runs / all runs (checks run on successful "
+    "probes); cold starts = probes that found the model not resident. Counters over the range "
+    "miss a probe that ended before the series' first scrape."
+)
+
+
+def _comparison_row(dashboard: dashboard_builders.Dashboard) -> None:
+    dashboard.with_row(dashboard_builders.Row("Comparison on prompt $prompt"))
+    dashboard.with_panel(
+        comparison_table(
+            "Models on prompt $prompt",
+            TABLE_DESCRIPTION,
+            _columns(),
+            Size(24, 10),
+            key_labels=KEY,
+            sort_by="Relative speed",
+        )
+    )
+    dashboard.with_panel(
+        bargauge_panel(
+            "Speed ranking",
+            "Relative speed over the dashboard's time range: the fastest model's mean response "
+            "time divided by this model's mean (rate of _sum / rate of _count of "
+            "ollama_probe_duration_seconds). 100 % = the fastest, as in the seed report.",
+            "percentunit",
+            [Query(f"sort_desc({RELATIVE_SPEED})", "{{model}} · {{target}}")],
+            Size(8, 8),
+            steps=((None, "orange"), (0.8, "yellow"), (1.0, "green")),
+            bounds=(0, 1),
+        )
+    )
+    for unit, metric, noun in (
+        (UNIT_CHARACTERS, "ollama_probe_response_characters", "characters (code points)"),
+        (UNIT_WORDS, "ollama_probe_response_words", "words (whitespace-separated)"),
+    ):
+        dashboard.with_panel(
+            bargauge_panel(
+                f"Answer length ({noun.split()[0]})",
+                f"Length of the latest successful answer in {noun}, longest first; the answer "
+                "text only, not the thinking text.",
+                unit,
+                [
+                    Query(
+                        f"sort_desc({q.max_by(metric, q.PROBE_LABELS, KEY)})",
+                        "{{model}} · {{target}}",
+                    )
+                ],
+                Size(8, 8),
+            )
+        )
+
+
+def _latency_panels(dashboard: dashboard_builders.Dashboard) -> None:
+    for title, histogram, what in (
+        ("Response time", DURATION, "the whole probe (request sent to the final chunk read)"),
+        ("Time to first token", TTFT, "the first chunk with content"),
+    ):
+        dashboard.with_panel(
+            timeseries_panel(
+                f"{title}: mean and p95",
+                f"Time to {what}, successful probes only, from the histogram "
+                f"{histogram}: mean = rate of _sum / rate of _count and p95 = "
+                "histogram_quantile over the buckets, both over the smoothing window "
+                "($window). The dashed line is the 60 s KPI.",
+                "s",
+                [
+                    Query(
+                        q.histogram_mean(histogram, q.PROBE_LABELS, "$window", KEY),
+                        "{{model}} mean",
+                    ),
+                    Query(
+                        q.histogram_p95(histogram, q.PROBE_LABELS, "$window", KEY), "{{model}} p95"
+                    ),
+                ],
+                Size(12, 9),
+                steps=BELOW_60_SECONDS,
+            )
+        )
+
+
+def _throughput_panels(dashboard: dashboard_builders.Dashboard) -> None:
+    dashboard.with_panel(
+        timeseries_panel(
+            "Tokens per second",
+            "Ollama's decode rate on the latest successful probe: eval_count / eval_duration "
+            "from the final chunk (generation only, prompt evaluation excluded).",
+            UNIT_TOKENS_PER_SECOND,
+            [Query(q.sel("ollama_probe_tokens_per_second", q.PROBE_LABELS), "{{model}}")],
+            Size(12, 9),
+        )
+    )
+    load = q.sel("ollama_probe_load_duration_seconds", q.PROBE_LABELS)
+    cold_start = q.sel("ollama_probe_cold_start", q.PROBE_LABELS)
+    cold = f"{load} and on (target, model, prompt) ({cold_start} == 1)"
+    dashboard.with_panel(
+        timeseries_panel(
+            "Load time (cold starts marked)",
+            "Ollama's load_duration of the latest probe (model load into memory; near 0 when "
+            "the model was resident). Large dots mark the time during which the latest probe "
+            "was a cold start: the model was not listed by /api/ps just before it.",
+            "s",
+            [Query(load, "{{model}}"), Query(cold, "{{model}} cold start")],
+            Size(12, 9),
+        ).override_by_query(
+            "B",
+            [
+                dashboard_models.DynamicConfigValue(
+                    id_val="custom.drawStyle", value=common_models.GraphDrawStyle.POINTS
+                ),
+                dashboard_models.DynamicConfigValue(id_val="custom.pointSize", value=10),
+                dashboard_models.DynamicConfigValue(
+                    id_val="custom.showPoints", value=common_models.VisibilityMode.ALWAYS
+                ),
+            ],
+        )
+    )
+
+
+def build() -> dashboard_builders.Dashboard:
+    """The model comparison dashboard."""
+    dashboard = new_dashboard(
+        UID,
+        "Ollama / Model comparison",
+        "The seed report's comparison of models on one prompt, live: response time, TTFT, "
+        "tokens/s, answer length, per-model VRAM, success, answer checks, cold starts.",
+        variables=[target_variable(), model_variable(), prompt_variable(), window_variable()],
+        time_from="now-6h",
+    )
+    _comparison_row(dashboard)
+    dashboard.with_row(dashboard_builders.Row("Per model over time (prompt $prompt)"))
+    _latency_panels(dashboard)
+    _throughput_panels(dashboard)
+    return dashboard
