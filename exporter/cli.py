@@ -28,6 +28,7 @@ from exporter.report import format_json, format_table, run_round
 from exporter.server import App, HttpServer
 from exporter.service import Service
 from exporter.status import render_status
+from exporter.webconfig import WebAccessConfig, load_web_config
 
 log = logging.getLogger("exporter")
 EXIT_CONFIG = 2
@@ -52,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         dest="listen_address",
         default=None,
         help="address to serve on (default from config, :10434)",
+    )
+    parser.add_argument(
+        "--web.config.file",
+        dest="web_config_file",
+        default=None,
+        help="TLS and basic auth, in the Prometheus exporter-toolkit format",
     )
     sub = parser.add_subparsers(dest="command")
     probe = sub.add_parser("probe", help="probe every model once now and print a comparison")
@@ -90,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     path = getattr(args, "config_file", None) or os.environ.get(CONFIG_ENV) or None
     try:
         config = load_config(path)
+        web_file = getattr(args, "web_config_file", None)
+        web = load_web_config(web_file) if web_file else WebAccessConfig()
     except ConfigError as exc:
         print(f"ollama-probe-exporter: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -98,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.config_check:
         print(f"configuration OK: {path or 'built-in defaults'}")
         return 0
-    return _serve(config, path, args.listen_address or config.web.listen_address)
+    return _serve(config, path, args.listen_address or config.web.listen_address, web)
 
 
 def _gpu_reader(config: Config) -> GpuReader:
@@ -117,7 +126,7 @@ def _probe_once(config: Config, output: str) -> int:
     return 0 if result.ok else 1
 
 
-def _serve(config: Config, path: str | None, address: str) -> int:
+def _serve(config: Config, path: str | None, address: str, web: WebAccessConfig) -> int:
     gpu = _gpu_reader(config)
     exposition = Exposition(live_collectors=_live_collectors(gpu))
     service = Service(config, path, exposition, gpu)
@@ -128,7 +137,7 @@ def _serve(config: Config, path: str | None, address: str) -> int:
         status_page=lambda: render_status(service.store.latest()),
     )
     try:
-        server = HttpServer(address, app).start()
+        server = HttpServer(address, app, web).start()
     except (OSError, ValueError) as exc:
         print(f"ollama-probe-exporter: cannot listen on {address}: {exc}", file=sys.stderr)
         return EXIT_CONFIG

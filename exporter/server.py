@@ -7,10 +7,15 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from exporter.webconfig import BasicAuth, WebAccessConfig, ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,8 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self) -> None:
+        if not self._authorised():
+            return
         app = self.server.app
         path = self.path.split("?", 1)[0]
         if path == "/metrics":
@@ -49,8 +56,12 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._text(404, "Not found\n")
 
+    do_HEAD = do_GET
+
     def do_POST(self) -> None:
         self._drain_body()
+        if not self._authorised():
+            return
         if self.path.split("?", 1)[0] != "/-/reload":
             self._text(405 if self._known_path() else 404, "Not allowed\n", allow="GET")
             return
@@ -59,6 +70,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._text(200, "Configuration reloaded\n")
         else:
             self._text(500, f"Reload failed, the previous configuration stays:\n{error}\n")
+
+    def _authorised(self) -> bool:
+        if self.server.auth.allows(self.headers.get("Authorization")):
+            return True
+        self.send_response(401)
+        self.send_header("WWW-Authenticate", 'Basic realm="ollama-probe-exporter"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return False
 
     def _known_path(self) -> bool:
         return self.path.split("?", 1)[0] in {"/metrics", "/-/healthy", "/-/ready", "/"}
@@ -90,8 +110,6 @@ class _Handler(BaseHTTPRequestHandler):
         if self.command != "HEAD":
             self.wfile.write(body)
 
-    do_HEAD = do_GET
-
     def log_message(self, format: str, *args: object) -> None:
         log.debug("http %s %s", self.address_string(), format % args)
 
@@ -99,11 +117,26 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], app: App) -> None:
+    def __init__(self, address: tuple[str, int], app: App, web: WebAccessConfig) -> None:
         self.app = app
+        self.auth = BasicAuth(web.basic_auth_users)
+        self.tls = ssl_context(web)
         if ":" in address[0]:
-            self.address_family = __import__("socket").AF_INET6
+            self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        # The TLS handshake runs here, in the connection's own thread, so a slow or hostile
+        # client cannot stall the accept loop.
+        if self.tls is not None:
+            request.settimeout(10)
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError) as exc:
+                log.debug("TLS handshake with %s failed: %s", client_address, exc)
+                return
+            request.settimeout(None)
+        super().finish_request(request, client_address)
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
@@ -124,17 +157,19 @@ def is_loopback(host: str) -> bool:
 
 
 class HttpServer:
-    """A threaded HTTP server running in the background."""
+    """A threaded HTTP(S) server running in the background."""
 
-    def __init__(self, address: str, app: App) -> None:
+    def __init__(self, address: str, app: App, web: WebAccessConfig | None = None) -> None:
         host, port = parse_listen_address(address)
-        self._server = _Server((host, port), app)
+        web = web or WebAccessConfig()
+        self._server = _Server((host, port), app, web)
         self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
-        if not is_loopback(host):
+        if web.tls_server_config is None and not is_loopback(host):
             log.warning(
-                "listening on %s without TLS or authentication: anyone who can reach "
-                "this port can read /metrics and POST /-/reload",
+                "listening on %s without TLS: anyone who can reach this port can read "
+                "/metrics%s (see --web.config.file)",
                 address,
+                "" if web.basic_auth_users else " and POST /-/reload",
             )
 
     @property

@@ -1,0 +1,148 @@
+"""`--web.config.file`: TLS and basic auth in the Prometheus exporter-toolkit file format.
+
+Supported keys (others are rejected, so a setting is never silently ignored):
+
+    tls_server_config:
+      cert_file: server.crt
+      key_file: server.key
+      client_ca_file: ca.crt            # optional
+      client_auth_type: RequireAndVerifyClientCert   # or NoClientCert (default)
+    basic_auth_users:
+      alice: $2y$10$...                 # bcrypt hashes
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import ssl
+import threading
+from pathlib import Path
+from typing import Literal
+
+import bcrypt
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from exporter.config import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class TlsServerConfig(_Strict):
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    client_auth_type: Literal["NoClientCert", "RequireAndVerifyClientCert"] = "NoClientCert"
+
+
+class WebAccessConfig(_Strict):
+    tls_server_config: TlsServerConfig | None = None
+    basic_auth_users: dict[str, str] = {}
+
+
+def load_web_config(path: str | Path) -> WebAccessConfig:
+    """Load and validate a web config file; paths inside it are relative to the file."""
+    source = str(path)
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        config = WebAccessConfig.model_validate(data)
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read file: {exc.strerror or exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'])}: "
+            + ("unknown key" if e["type"] == "extra_forbidden" else str(e["msg"]))
+            for e in exc.errors()
+        ]
+        raise ConfigError(source, problems) from None
+    tls = config.tls_server_config
+    if tls is not None:
+        base = Path(path).parent
+        config = config.model_copy(
+            update={
+                "tls_server_config": tls.model_copy(
+                    update={
+                        name: str(base / value)
+                        for name in ("cert_file", "key_file", "client_ca_file")
+                        if (value := getattr(tls, name)) is not None
+                    }
+                )
+            }
+        )
+        ssl_context(config)  # fail at load, naming the file, rather than at the first request
+    return config
+
+
+def ssl_context(config: WebAccessConfig) -> ssl.SSLContext | None:
+    """A server-side TLS context, or None when TLS is not configured."""
+    tls = config.tls_server_config
+    if tls is None:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+        if tls.client_ca_file:
+            context.load_verify_locations(tls.client_ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(tls.cert_file, [f"tls_server_config: {exc}"]) from None
+    if tls.client_auth_type == "RequireAndVerifyClientCert":
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+class BasicAuth:
+    """Checks `Authorization: Basic` headers against bcrypt hashes.
+
+    bcrypt is deliberately slow; a verified (user, password) pair is remembered by its SHA-256 so
+    a scraper every 15 s does not pay it each time, while a wrong password always does.
+    """
+
+    def __init__(self, users: dict[str, str]) -> None:
+        self._users = {u: h.encode() for u, h in users.items()}
+        self._verified: set[bytes] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._users)
+
+    def allows(self, header: str | None) -> bool:
+        if not self._users:
+            return True
+        user, password = _credentials(header)
+        hashed = self._users.get(user or "")
+        if user is None or password is None or hashed is None:
+            return False
+        digest = hashlib.sha256(hashed + b"\0" + password).digest()
+        with self._lock:
+            if any(hmac.compare_digest(digest, known) for known in self._verified):
+                return True
+        try:
+            ok = bcrypt.checkpw(password, hashed)
+        except ValueError:
+            return False
+        if ok:
+            with self._lock:
+                self._verified.add(digest)
+        return ok
+
+
+def _credentials(header: str | None) -> tuple[str | None, bytes | None]:
+    if not header or not header.lower().startswith("basic "):
+        return None, None
+    try:
+        decoded = base64.b64decode(header[6:].strip(), validate=True)
+    except (binascii.Error, ValueError):
+        return None, None
+    user, sep, password = decoded.partition(b":")
+    if not sep:
+        return None, None
+    return user.decode("utf-8", errors="replace"), password
