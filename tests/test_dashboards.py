@@ -176,6 +176,76 @@ def test_stat_thresholds_are_the_kpis(dashboards: dict[str, dict[str, Any]]) -> 
     assert steps["GPU utilisation < 80 %"] == [None, 0.8]
 
 
+def alert_rules() -> dict[str, list[dict[str, Any]]]:
+    rules: dict[str, list[dict[str, Any]]] = {}
+    for path in RULES_DIR.glob("*.yml"):
+        for group in (read_yaml(path) or {}).get("groups", []):
+            for rule in group.get("rules", []):
+                rules.setdefault(rule.get("alert") or rule["record"], []).append(rule)
+    return rules
+
+
+# alert -> (dashboard, stat panel, metric whose range window must agree, threshold)
+KPI_ALERTS = {
+    "OllamaResponseTimeKPIBreached": (
+        "kpis-slos.json",
+        "Mean response time < 60 s",
+        "ollama_probe_duration_seconds_sum",
+        60,
+    ),
+    "OllamaErrorRateKPIBreached": (
+        "kpis-slos.json",
+        "Error rate < 1 %",
+        "ollama_probe_failures_total",
+        0.01,
+    ),
+    "GPUUtilizationKPIBreached": (
+        "kpis-slos.json",
+        "GPU utilisation < 80 %",
+        "nvml_gpu_utilization_ratio",
+        0.8,
+    ),
+    "GPUMemoryNearlyFull": ("gpu.json", "Memory used", "", 0.95),
+}
+
+
+def window_of(metric: str, expr: str) -> set[str]:
+    return set(re.findall(rf"\b{re.escape(metric)}(?:{{[^}}]*}})?\[(\w+)\]", expr))
+
+
+@pytest.mark.parametrize("alert", sorted(KPI_ALERTS))
+def test_kpi_stats_agree_with_their_alert(
+    alert: str, dashboards: dict[str, dict[str, Any]]
+) -> None:
+    """Same threshold and same window: a red stat and a firing alert mean the same thing."""
+    rules = alert_rules().get(alert)
+    if not rules:
+        pytest.skip("prometheus/rules not there yet (rules issue)")
+    file, title, metric, threshold = KPI_ALERTS[alert]
+    (panel,) = [p for p in query_panels(dashboards[file]) if p["title"] == title]
+    steps = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+    assert steps[-1]["value"] == threshold
+    (rule,) = rules
+    assert re.search(rf">\s*{re.escape(str(threshold))}(?![\d.])", rule["expr"]), rule["expr"]
+    if metric:
+        (target,) = panel["targets"]
+        assert window_of(metric, target["expr"]) == window_of(metric, rule["expr"]) != set()
+
+
+def test_availability_stat_is_the_slo_objective(dashboards: dict[str, dict[str, Any]]) -> None:
+    objectives = alert_rules().get("slo:objective:ratio", [])
+    if not objectives:
+        pytest.skip("prometheus/rules not there yet (rules issue)")
+    (availability,) = [r for r in objectives if r["labels"]["slo"] == "availability"]
+    (panel,) = [
+        p
+        for p in query_panels(dashboards["kpis-slos.json"])
+        if p["title"] == "Availability > 99.9 %"
+    ]
+    threshold = panel["fieldConfig"]["defaults"]["thresholds"]["steps"][-1]["value"]
+    assert availability["expr"].strip() == f"vector({threshold})"
+
+
 # --- provisioning ---------------------------------------------------------------------------
 
 
@@ -314,5 +384,6 @@ def test_every_expression_parses(tmp_path: Path, dashboards: dict[str, dict[str,
         [promtool, "check", "rules", str(path)], capture_output=True, text=True, timeout=60
     )
     if result.returncode != 0:
-        bad = sorted({where for i, (where, _) in enumerate(exprs) if f"{i}:" in result.stdout})
+        output = result.stdout + result.stderr
+        bad = sorted({w for i, (w, _) in enumerate(exprs) if f'"dashboard_query:{i}"' in output})
         pytest.fail(f"promtool rejected dashboard queries {bad}:\n{result.stdout}{result.stderr}")

@@ -86,7 +86,8 @@ def _status_row(dashboard: dashboard_builders.Dashboard) -> None:
             "nvml_gpu_memory_used_bytes / nvml_gpu_memory_total_bytes per GPU. Red from 95 %, "
             "the level of the GPUMemoryNearlyFull alert.",
             "percentunit",
-            [Query("nvml_gpu_memory_used_bytes / nvml_gpu_memory_total_bytes", GPU_LEGEND)],
+            # `> 0` as in the alert: a device reporting no total yields no sample, not +Inf.
+            [Query("nvml_gpu_memory_used_bytes / (nvml_gpu_memory_total_bytes > 0)", GPU_LEGEND)],
             Size(6, 5),
             steps=BELOW_95_PERCENT,
             instant=False,

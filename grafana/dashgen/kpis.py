@@ -31,8 +31,8 @@ from .variables import target_variable
 UID = "ollama-kpis-slos"
 # The windows of the KPI alerts in prometheus/rules (tests/test_dashboards.py checks that they
 # still agree).
-MEAN_RESPONSE_WINDOW = "1h"
-ERROR_RATE_WINDOW = "1h"
+MEAN_RESPONSE_WINDOW = "2h"
+ERROR_RATE_WINDOW = "1d"
 GPU_UTILISATION_WINDOW = "15m"
 BURN_WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 SLO_KEY = ("slo", "target", "model", "prompt")
@@ -59,7 +59,8 @@ def _kpi_stats(dashboard: dashboard_builders.Dashboard) -> None:
             "Mean response time < 60 s",
             "Mean time of successful probes per target, model and prompt over the last "
             f"{MEAN_RESPONSE_WINDOW}: rate of ollama_probe_duration_seconds_sum / rate of _count, "
-            "as the OllamaResponseTimeKPIBreached alert computes it. Red from 60 s.",
+            "as the OllamaResponseTimeKPIBreached alert computes it. Red from 60 s; the alert "
+            "also needs 3 successful probes in the window and 10 minutes above.",
             "s",
             [
                 Query(
@@ -75,14 +76,15 @@ def _kpi_stats(dashboard: dashboard_builders.Dashboard) -> None:
         )
     )
     key = ("target", "model")
-    failures = q.sum_rate("ollama_probe_failures_total", [q.TARGET], ERROR_RATE_WINDOW, key)
-    probes = q.sum_rate("ollama_probes_total", [q.TARGET], ERROR_RATE_WINDOW, key)
+    failures = q.sum_increase("ollama_probe_failures_total", [q.TARGET], ERROR_RATE_WINDOW, key)
+    probes = q.sum_increase("ollama_probes_total", [q.TARGET], ERROR_RATE_WINDOW, key)
     dashboard.with_panel(
         stat_panel(
             "Error rate < 1 %",
             "Failed generation probes / all probes per target and model over the last "
             f"{ERROR_RATE_WINDOW} (every failure reason), as the OllamaErrorRateKPIBreached "
-            "alert computes it. Red from 1 %.",
+            "alert computes it. Red from 1 %; the alert also needs 100 probes in the window "
+            "(one failure in fewer is already 1 %) and 15 minutes above.",
             "percentunit",
             [Query(f"{failures} / {probes}", "{{model}} · {{target}}")],
             Size(6, 7),
@@ -113,7 +115,8 @@ def _kpi_stats(dashboard: dashboard_builders.Dashboard) -> None:
             "GPU utilisation < 80 %",
             f"Mean NVML utilisation per GPU over the last {GPU_UTILISATION_WINDOW} "
             "(avg_over_time of nvml_gpu_utilization_ratio), the sustained level the "
-            "GPUUtilizationKPIBreached alert watches. Red from 80 %.",
+            "GPUUtilizationKPIBreached alert watches (it fires after 15 more minutes above). "
+            "Red from 80 %.",
             "percentunit",
             [
                 Query(
