@@ -7,6 +7,7 @@ and the path of every bad field, so the CLI can exit 2 without a traceback.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import socket
@@ -39,7 +40,10 @@ def parse_duration(value: object) -> float:
     """Parse 90, 1.5, "90", "90s", "1m30s", "500ms", "1h" into seconds."""
     seconds: float | None = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:
+            raise ValueError(f"duration {value!r} is too large") from None
     elif isinstance(value, str):
         text = value.strip()
         if re.fullmatch(r"\d+(?:\.\d+)?", text):
@@ -48,8 +52,8 @@ def parse_duration(value: object) -> float:
             seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
     if seconds is None:
         raise ValueError(f"invalid duration {value!r}: use seconds or units ms, s, m, h (1m30s)")
-    if seconds <= 0:
-        raise ValueError(f"a duration must be positive, got {value!r}")
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError(f"a duration must be a positive finite number, got {value!r}")
     return seconds
 
 
@@ -175,20 +179,37 @@ class Config(_Strict):
 def default_target(environ: Mapping[str, str] | None = None) -> TargetConfig:
     """The zero-config target: $OLLAMA_URL, else $OLLAMA_HOST, else localhost:11434."""
     env = os.environ if environ is None else environ
-    raw = env.get("OLLAMA_URL") or env.get("OLLAMA_HOST") or DEFAULT_OLLAMA_URL
-    return TargetConfig(name="local", url=normalise_url(raw))
+    variable = "OLLAMA_URL" if env.get("OLLAMA_URL") else "OLLAMA_HOST"
+    raw = env.get(variable) or DEFAULT_OLLAMA_URL
+    try:
+        url = normalise_url(raw)
+    except ValueError:
+        url = raw
+    problem = _url_problem(url)
+    if problem:
+        raise ConfigError(f"${variable}", [f"the default target's URL {problem}"])
+    return TargetConfig(name="local", url=url)
 
 
 def normalise_url(raw: str) -> str:
-    """Accept OLLAMA_HOST forms such as `0.0.0.0:11434` or `host`, as the official client does."""
-    url = raw.strip().rstrip("/")
-    if "://" not in url:
-        url = f"http://{url}"
-    parts = urlsplit(url)
-    if parts.port is None and parts.hostname and not parts.path:
-        default_port = 443 if parts.scheme == "https" else 11434
-        url = f"{parts.scheme}://{parts.netloc}:{default_port}"
-    return url
+    """Read OLLAMA_HOST forms the way the official client does.
+
+    `host`, `host:port`, `:port`, `[v6]:port`, with or without a scheme and a path. Without a
+    scheme the port defaults to 11434; with one, to the scheme's port. An empty host means
+    127.0.0.1. Raises ValueError for text that is no URL at all.
+    """
+    text = raw.strip()
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest, default_port = "http", text, 11434
+    else:
+        default_port = 443 if scheme == "https" else 80
+    parts = urlsplit(f"{scheme}://{rest}")
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or default_port
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{scheme}://{host}:{port}{parts.path.rstrip('/')}"
 
 
 class ConfigError(Exception):
@@ -242,6 +263,9 @@ def _describe(err: Mapping[str, Any]) -> str:
     message = str(err["msg"]).removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         message = "unknown key"
+    elif err["type"] == "literal_error":
+        # Speak YAML: true/false, not Python's True/False.
+        message = message.replace("True", "true").replace("False", "false")
     return f"{path}: {message}" if path else message
 
 
@@ -278,7 +302,7 @@ def _semantic_problems(config: Config) -> list[str]:
         if prompt.checks.regex is not None:
             try:
                 re.compile(prompt.checks.regex)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:
                 problems.append(f"prompts[{i}].checks.regex: invalid regular expression: {exc}")
     if not config.prompts:
         problems.append("prompts: at least one prompt is needed")
@@ -296,7 +320,10 @@ def _duplicates(values: list[str], key: str, field: str) -> list[str]:
 
 
 def _url_problem(url: str) -> str | None:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return f"is not a valid URL: {url!r}"
     if parts.scheme not in {"http", "https"}:
         return f"must start with http:// or https://, got {url!r}"
     if not parts.hostname:

@@ -55,6 +55,7 @@ class Exposition:
         self._lock = threading.Lock()
         self._version = 0
         self._cache: tuple[int, bytes] = (-1, b"")
+        self._jobs: set[JobKey] = set()
         self._registry = CollectorRegistry(auto_describe=False)
         self.probes = ProbeMetrics(self._registry)
         self.servers = ServerMetrics(self._registry)
@@ -65,10 +66,12 @@ class Exposition:
 
     @_write
     def register_job(self, key: JobKey, checks: Iterable[str]) -> None:
+        self._jobs.add(key)
         self.probes.register(key, checks)
 
     @_write
     def remove_job(self, key: JobKey) -> None:
+        self._jobs.discard(key)
         self.probes.remove(key)
 
     @_write
@@ -82,12 +85,22 @@ class Exposition:
         self.exporter.remove(target)
 
     @_write
-    def observe(self, result: ProbeResult) -> None:
+    def observe(self, result: ProbeResult) -> bool:
+        """Apply a probe's result; False (and nothing changes) if its job was removed.
+
+        A probe still in flight when a reload removed its job must not bring its series back.
+        """
+        if result.key not in self._jobs:
+            return False
         self.probes.observe(result)
+        return True
 
     @_write
-    def skip(self, item: ProbeSkip) -> None:
+    def skip(self, item: ProbeSkip) -> bool:
+        if item.key not in self._jobs:
+            return False
         self.probes.skip(item)
+        return True
 
     @_write
     def health(self, target: str, version: str | None) -> None:

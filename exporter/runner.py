@@ -166,8 +166,8 @@ class ProbeRunner:
                 key.prompt,
                 outcome.duration_s,
             )
-        self._store.put(result)
-        self._exposition.observe(result)
+        if self._exposition.observe(result):
+            self._store.put(result)
 
     def _publish_skip(self, spec: JobSpec, reason: str, interval_s: float) -> ProbeSkip:
         skip = ProbeSkip(spec.key, reason, f"skipped: {reason}", self._wall(), interval_s)
@@ -178,6 +178,6 @@ class ProbeRunner:
             spec.key.prompt,
             reason,
         )
-        self._store.put(skip)
-        self._exposition.skip(skip)
+        if self._exposition.skip(skip):
+            self._store.put(skip)
         return skip

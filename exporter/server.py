@@ -163,7 +163,10 @@ class HttpServer:
         host, port = parse_listen_address(address)
         web = web or WebAccessConfig()
         self._server = _Server((host, port), app, web)
-        self._thread = threading.Thread(target=self._server.serve_forever, name="http", daemon=True)
+        # A short poll interval keeps shutdown (SIGTERM must exit within 2 s) quick.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.1,), name="http", daemon=True
+        )
         if web.tls_server_config is None and not is_loopback(host):
             log.warning(
                 "listening on %s without TLS: anyone who can reach this port can read "

@@ -64,9 +64,9 @@ INVALID_CASES: dict[str, list[str]] = {
         "subpattern at position 0",
     ],
     "invalid-think.yaml": [
-        "prompts[0].think: Input should be True, False, 'low', 'medium' or 'high'",
+        "prompts[0].think: Input should be true, false, 'low', 'medium' or 'high'",
     ],
-    "invalid-gpu.yaml": ["targets[0].gpu: Input should be True, False or 'auto'"],
+    "invalid-gpu.yaml": ["targets[0].gpu: Input should be true, false or 'auto'"],
     "invalid-duty-cycle.yaml": ["probe.max_duty_cycle: Input should be less than or equal to 1"],
     "invalid-not-yaml.yaml": ["not valid YAML: expected ',' or ']', but got ':' (line 3)"],
     "invalid-not-mapping.yaml": ["the top level must be a mapping of keys"],
@@ -200,7 +200,7 @@ def test_every_schema_problem_is_listed_in_one_message(tmp_path: Path) -> None:
         "probe.interval: invalid duration 'soon': use seconds or units ms, s, m, h (1m30s)",
         "probe.concurrency_per_target: Input should be greater than or equal to 1",
         "probe.colour: unknown key",
-        "gpu.enabled: Input should be True, False or 'auto'",
+        "gpu.enabled: Input should be true, false or 'auto'",
     ]
 
 
