@@ -24,11 +24,12 @@ from grafana.dashgen import render_all
 from grafana.dashgen.__main__ import stale_files
 from grafana.dashgen.inspect import (
     expand,
-    format_value,
+    label_values_query,
     metric_names,
     panels,
     queries,
     query_panels,
+    variable_values,
     variables,
 )
 
@@ -315,9 +316,7 @@ def used_names(dashboards: dict[str, dict[str, Any]]) -> dict[str, set[str]]:
     for name, dashboard in dashboards.items():
         texts = [q.expr for q in queries(dashboard)]
         texts += [
-            re.sub(r"^label_values\((.*),\s*\w+\)$", r"\1", v["query"])
-            for v in variables(dashboard)
-            if v["type"] == "query"
+            label_values_query(v["query"])[0] for v in variables(dashboard) if v["type"] == "query"
         ]
         for text in texts:
             for metric in metric_names(text):
@@ -357,15 +356,8 @@ def test_every_metric_and_rule_used_exists(dashboards: dict[str, dict[str, Any]]
 def expanded_exprs(dashboards: dict[str, dict[str, Any]]) -> Iterator[tuple[str, str]]:
     """Every panel query with the variables set to All, then to one awkward model name."""
     for name, dashboard in dashboards.items():
-        for choice in ("$__all", TRICKY_MODEL):
-            values = dict(BUILTINS)
-            for variable in variables(dashboard):
-                if variable["name"] == "model":
-                    values["model"] = format_value(variable, choice)
-                elif variable.get("includeAll"):
-                    values[variable["name"]] = format_value(variable, "$__all")
-                else:
-                    values[variable["name"]] = format_value(variable, variable["current"]["value"])
+        for model in ("$__all", TRICKY_MODEL):
+            values = variable_values(dashboard, BUILTINS, model=model)
             for query in queries(dashboard):
                 yield f"{name} / {query.panel} / {query.ref_id}", expand(query.expr, values)
 

@@ -73,6 +73,33 @@ def format_value(variable: Mapping[str, Any], chosen: str | Sequence[str]) -> st
     return values[0]
 
 
+def variable_values(
+    dashboard: Dashboard, builtins: Mapping[str, str], *, model: str = "$__all"
+) -> dict[str, str]:
+    """Formatted values of every variable: `model` as given, other multi ones All, the rest
+    their default (current) value; plus Grafana's built-ins (`__range`, ...) as given."""
+    values = dict(builtins)
+    for variable in variables(dashboard):
+        if variable["name"] == "model":
+            values["model"] = format_value(variable, model)
+        elif variable.get("includeAll"):
+            values[variable["name"]] = format_value(variable, "$__all")
+        else:
+            values[variable["name"]] = format_value(variable, variable["current"]["value"])
+    return values
+
+
+_LABEL_VALUES = re.compile(r"^label_values\((?P<selector>.+),\s*(?P<label>\w+)\)$")
+
+
+def label_values_query(query: str) -> tuple[str, str]:
+    """(series selector, label) of a `label_values(selector, label)` variable query."""
+    match = _LABEL_VALUES.match(query.strip())
+    if match is None:
+        raise ValueError(f"not a label_values query: {query!r}")
+    return match["selector"], match["label"]
+
+
 _VARIABLE = re.compile(r"\$\{(\w+)\}|\$(\w+)")
 
 

@@ -130,9 +130,10 @@ def _columns() -> list[Column]:
 
 TABLE_DESCRIPTION = (
     "One row per model on the selected prompt: the seed report's table, measured continuously. "
-    "Relative speed = the fastest model's mean response time / this model's mean (100 % = the "
-    "fastest). Last time, TTFT (time to first token), tokens/s (Ollama's decode rate, "
-    "eval_count / eval_duration), characters and words describe the latest successful answer. "
+    "Relative speed = the fastest selected model's mean response time / this model's mean "
+    "(100 % = the fastest of the models shown). Last time, TTFT (time to first token), "
+    "tokens/s (Ollama's decode rate, eval_count / eval_duration), characters and words "
+    "describe the latest successful answer. "
     "Mean time is rate(_sum) / rate(_count) of the duration histogram over the dashboard's time "
     "range (successful probes only). VRAM is size_vram from /api/ps for this model alone "
     "(0 = not resident), not the Ollama process total the report logged. Success = 1 - failed / "
@@ -157,8 +158,8 @@ def _comparison_row(dashboard: dashboard_builders.Dashboard) -> None:
     dashboard.with_panel(
         bargauge_panel(
             "Speed ranking",
-            "Relative speed over the dashboard's time range: the fastest model's mean response "
-            "time divided by this model's mean (rate of _sum / rate of _count of "
+            "Relative speed over the dashboard's time range: the fastest selected model's mean "
+            "response time divided by this model's mean (rate of _sum / rate of _count of "
             "ollama_probe_duration_seconds). 100 % = the fastest, as in the seed report.",
             "percentunit",
             [Query(f"sort_desc({RELATIVE_SPEED})", "{{model}} · {{target}}")],
