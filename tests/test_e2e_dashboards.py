@@ -1,0 +1,267 @@
+"""Every dashboard query against a real Prometheus filled by the exporter.
+
+The exporter probes the Ollama test double (three models, two prompts, short intervals) with the
+stand-in pynvml module first on its PYTHONPATH, so GPU series exist without a GPU. Prometheus
+scrapes it with the shipped rules (time-scaled by tests/e2e/stack.py, names unchanged). Then each
+panel query of the committed dashboards, with the variables expanded to All and to one model,
+must return at least one series, queried the way Grafana queries it (range queries over the
+test's lifetime, instant queries now); and the variables' label_values queries must return the
+models and prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from grafana.dashgen.inspect import (
+    PanelQuery,
+    expand,
+    label_values_query,
+    queries,
+    variable_values,
+    variables,
+)
+from tests.e2e.stack import (
+    Prometheus,
+    TimeScale,
+    alerting_stack,
+    start_exporter,
+    wait_for,
+)
+from tests.fakes.ollama_double import ModelScript, OllamaDouble
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+DASHBOARD_DIR = ROOT / "grafana" / "dashboards"
+STANDIN_DIR = ROOT / "tests" / "fakes" / "nvml_standin"
+SCRAPE_SECONDS = 1
+SCALE = TimeScale(1 / 60)  # an hour of the shipped rules takes a minute here
+DEADLINE = 90.0  # for all queries together, once the data is there
+
+POLISH_ANSWER = (
+    "Awokado zawiera dużo potasu i błonnika, a także zdrowe tłuszcze. Jest to owoc, który "
+    "wspiera serce i trawienie, i jest bardzo smaczny na śniadanie oraz na kolację."
+)
+# The single model of the "one model" expansion: its dot must be regex-escaped as Grafana does.
+ONE_MODEL = "llama3.2:1b"
+SLOW_MODEL = "mistral:7b"
+# Answers in English: its answer checks fail, which makes OllamaAnswerCheckFailing fire and
+# gives the "Firing alerts" table a row.
+BAD_ANSWER_MODEL = "gemma3:1b"
+MODELS = [
+    ModelScript(ONE_MODEL, answer=POLISH_ANSWER, family="llama", token_interval=0.001),
+    ModelScript(SLOW_MODEL, answer=POLISH_ANSWER, family="mistral", token_interval=0.01),
+    ModelScript(BAD_ANSWER_MODEL, answer="Avocados are good for you.", token_interval=0.002),
+]
+PROMPTS = {"liveness", "avocado_pl"}
+
+
+def exporter_config(url: str) -> dict[str, Any]:
+    return {
+        "targets": [{"name": "local", "url": url, "gpu": True}],
+        "prompts": [
+            {"id": "liveness", "text": "Say hello.", "interval": "3s"},
+            {
+                "id": "avocado_pl",
+                "text": "Jakie są korzyści zdrowotne jedzenia awokado?",
+                "interval": "2s",
+                "checks": {"min_words": 10, "contains_any": ["potas"], "language": "pl"},
+            },
+        ],
+        "probe": {
+            "timeout": "1500ms",
+            "health_interval": "1s",
+            "inventory_interval": "10s",
+            # The double answers in well under a second, yet six jobs every 2-3 s would exceed
+            # the default duty cap and stretch the intervals; the test wants them as written.
+            "max_duty_cycle": 1.0,
+        },
+        "gpu": {"enabled": True},
+    }
+
+
+@dataclass
+class Live:
+    prometheus: Prometheus
+    double: OllamaDouble
+    started: float  # Unix time before the first probe
+
+
+def query_range(prometheus: Prometheus, expr: str, start: float) -> list[dict[str, Any]]:
+    """A range query from `start` to now, as a time series panel sends it."""
+    response = httpx.get(
+        f"{prometheus.url}/api/v1/query_range",
+        params={"query": expr, "start": start, "end": time.time(), "step": SCRAPE_SECONDS},
+        timeout=10,
+    )
+    response.raise_for_status()
+    result: list[dict[str, Any]] = response.json()["data"]["result"]
+    return result
+
+
+def label_values(prometheus: Prometheus, selector: str, label: str) -> set[str]:
+    """What Grafana's label_values(selector, label) returns (the match[] label values API)."""
+    response = httpx.get(
+        f"{prometheus.url}/api/v1/label/{label}/values", params={"match[]": selector}, timeout=10
+    )
+    response.raise_for_status()
+    return set(response.json()["data"])
+
+
+def _cold_start_seen(live: Live) -> bool:
+    # The double keeps a model resident once loaded; unloading it again until Prometheus saw a
+    # cold avocado_pl probe (a liveness probe may reload it first) makes the cold-start marker
+    # of the load-time panel appear.
+    seen = live.prometheus.query(
+        f'max_over_time(ollama_probe_cold_start{{model="{ONE_MODEL}", prompt="avocado_pl"}}[1m])'
+        " == 1"
+    )
+    if not seen:
+        live.double.set_resident(ONE_MODEL, False)
+    return bool(seen)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    workdir = tmp_path_factory.mktemp("e2e-dashboards")
+    python_path = os.pathsep.join(filter(None, [str(STANDIN_DIR), os.environ.get("PYTHONPATH")]))
+    with OllamaDouble(MODELS) as double, ExitStack() as stack:
+        started = time.time()
+        exporter = start_exporter(
+            workdir, exporter_config(double.url), stack, env={"PYTHONPATH": python_path}
+        )
+        alerting = stack.enter_context(
+            alerting_stack(
+                workdir,
+                exporters=[exporter.address],
+                scale=SCALE,
+                scrape_interval=f"{SCRAPE_SECONDS}s",
+            )
+        )
+        live = Live(alerting.prometheus, double, started)
+        # "After two scrape intervals": two samples of the exporter's series.
+        wait_for(
+            lambda: live.prometheus.query("count_over_time(ollama_up[1m]) >= 2"),
+            timeout=30,
+            what="two scrapes of the exporter",
+            details=alerting.logs,
+        )
+        wait_for(lambda: _cold_start_seen(live), timeout=30, what="a cold avocado_pl probe")
+        yield live
+
+
+def load_dashboard(file: str) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((DASHBOARD_DIR / file).read_text(encoding="utf-8"))
+    return loaded
+
+
+def run_query(live: Live, expr: str, instant: bool) -> list[dict[str, Any]]:
+    if instant:
+        return live.prometheus.query(expr)
+    return query_range(live.prometheus, expr, live.started)
+
+
+def has_a_number(series: list[dict[str, Any]]) -> bool:
+    """At least one finite sample: a panel of NaNs (0/0) shows nothing either."""
+    samples = [s["value"] for s in series if "value" in s]
+    samples += [v for s in series for v in s.get("values", [])]
+    return any(math.isfinite(float(value)) for _, value in samples)
+
+
+def builtins_for(dashboard: dict[str, Any]) -> dict[str, str]:
+    """Grafana's built-ins for the dashboard opened at its default time range."""
+    # $__range = the default range (now-6h -> 6h); $__rate_interval = 4 x the scrape interval
+    # (timeInterval), the floor Grafana applies; $__interval = the scrape interval.
+    return {
+        "__range": dashboard["time"]["from"].removeprefix("now-"),
+        "__rate_interval": f"{4 * SCRAPE_SECONDS}s",
+        "__interval": f"{SCRAPE_SECONDS}s",
+    }
+
+
+def empty_queries(
+    live: Live, dashboard: dict[str, Any], model: str, deadline: float
+) -> list[PanelQuery]:
+    """The queries that still return no series with a number when `deadline` passes."""
+    values = variable_values(dashboard, builtins_for(dashboard), model=model)
+    pending = list(queries(dashboard))
+    while True:
+        pending = [
+            q
+            for q in pending
+            if not has_a_number(run_query(live, expand(q.expr, values), q.instant))
+        ]
+        if not pending or time.monotonic() >= deadline:
+            return pending
+        time.sleep(0.5)  # a poll interval, not a synchronisation: the loop has a deadline
+
+
+DASHBOARD_FILES = ("model-comparison.json", "kpis-slos.json", "gpu.json")
+
+
+@pytest.mark.parametrize("model", ["$__all", ONE_MODEL], ids=["all", "one-model"])
+@pytest.mark.parametrize("file", DASHBOARD_FILES)
+def test_every_panel_query_returns_series(live: Live, file: str, model: str) -> None:
+    dashboard = load_dashboard(file)
+    empty = empty_queries(live, dashboard, model, time.monotonic() + DEADLINE)
+    assert not empty, "queries without a series:\n" + "\n".join(
+        f"{q.panel} / {q.ref_id}: {q.expr}" for q in empty
+    )
+
+
+def variable_results(live: Live, file: str) -> dict[str, set[str]]:
+    dashboard = load_dashboard(file)
+    values = variable_values(dashboard, builtins_for(dashboard))
+    results = {}
+    for variable in variables(dashboard):
+        if variable["type"] == "query":
+            selector, label = label_values_query(variable["query"])
+            results[variable["name"]] = label_values(
+                live.prometheus, expand(selector, values), label
+            )
+    return results
+
+
+@pytest.mark.parametrize("file", DASHBOARD_FILES)
+def test_variables_return_the_targets_models_and_prompts(live: Live, file: str) -> None:
+    results = variable_results(live, file)
+    assert results["target"] == {"local"}
+    if file == "model-comparison.json":
+        assert results["model"] == {m.name for m in MODELS}
+        assert results["prompt"] == PROMPTS
+
+
+def first_query(file: str, title: str) -> PanelQuery:
+    dashboard = load_dashboard(file)
+    return next(q for q in queries(dashboard) if q.panel == title)
+
+
+def values_by_model(live: Live, query: PanelQuery, file: str) -> dict[str, float]:
+    dashboard = load_dashboard(file)
+    expr = expand(query.expr, variable_values(dashboard, builtins_for(dashboard)))
+    return {s["metric"]["model"]: float(s["value"][1]) for s in live.prometheus.query(expr)}
+
+
+def test_relative_speed_is_100_percent_for_the_fastest(live: Live) -> None:
+    speed = first_query("model-comparison.json", "Speed ranking")
+
+    def every_model() -> dict[str, float] | None:
+        speeds = values_by_model(live, speed, "model-comparison.json")
+        return speeds if len(speeds) == len(MODELS) else None
+
+    speeds = wait_for(every_model, timeout=30, what="a relative speed for every model")
+    assert all(0 < s <= 1 and not math.isnan(s) for s in speeds.values()), speeds
+    assert max(speeds.values()) == pytest.approx(1.0)
+    assert speeds[SLOW_MODEL] < speeds[ONE_MODEL], speeds
