@@ -1,0 +1,550 @@
+"""Target: which models get probe jobs (inventory), health, residency, and Ollama's read API.
+
+Mostly against the Ollama double over loopback; listings the double cannot produce (entries
+without capabilities, odd bodies) come from a small httpx.MockTransport stand-in for Ollama.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.config import Config, parse_config
+from exporter.exposition import Exposition
+from exporter.ollama import OllamaApi, OllamaApiError, model_key
+from exporter.targets import Target, http_clients
+from tests.fakes.ollama_double import ModelScript, OllamaDouble
+
+GEMMA = "gemma3:12b"
+
+
+def default_models() -> list[ModelScript]:
+    return [
+        ModelScript(GEMMA, resident=True, size=8_000_000_000, size_vram=7_500_000_000),
+        ModelScript("llama3.2", family="llama", parameter_size="3.2B", quantization_level="Q8_0"),
+        ModelScript("nomic-embed-text", family="nomic-bert", capabilities=["embedding"]),
+        ModelScript("gpt-oss:120b-cloud", family="gptoss", remote=True),
+        ModelScript("mistral:7b", family="mistral"),
+    ]
+
+
+@pytest.fixture(scope="module")
+def clients() -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    api, probes = http_clients(parse_config({}, "t", {}).targets[0])
+    with api, probes:
+        yield api, probes
+
+
+@pytest.fixture
+def double() -> Iterator[OllamaDouble]:
+    with OllamaDouble(default_models()) as d:
+        yield d
+
+
+def config(url: str, **top: Any) -> Config:
+    target = {"name": "local", "url": url, **top.pop("target", {})}
+    return parse_config({"targets": [target], **top}, "test.yaml", {})
+
+
+class Setup:
+    def __init__(self, cfg: Config, api_client: httpx.Client, probe_client: httpx.Client) -> None:
+        self.config = cfg
+        self.exposition = Exposition(live_collectors=())
+        self.exposition.register_target("local")
+        self.target = Target(cfg.targets[0], self.exposition, api_client, probe_client)
+
+    def refresh(self) -> bool:
+        return self.target.refresh_inventory(self.config, 5.0)
+
+    def models(self) -> list[str]:
+        inventory = self.target.inventory
+        assert inventory is not None
+        return sorted(inventory.models)
+
+    def samples(self, name: str) -> dict[frozenset[tuple[str, str]], float]:
+        text = self.exposition.render().decode()
+        return {
+            frozenset(s.labels.items()): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == name
+        }
+
+    def value(self, name: str, **labels: str) -> float | None:
+        found = [v for k, v in self.samples(name).items() if labels.items() <= dict(k).items()]
+        assert len(found) <= 1
+        return found[0] if found else None
+
+    def label_values(self, name: str, label: str) -> list[str]:
+        return sorted(dict(k)[label] for k in self.samples(name))
+
+
+def on_double(double: OllamaDouble, clients: Any, **top: Any) -> Setup:
+    return Setup(config(double.url, **top), *clients)
+
+
+# --- model names --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "key"),
+    [
+        ("llama3.2", "llama3.2:latest"),
+        ("llama3.2:latest", "llama3.2:latest"),
+        ("LLAMA3.2", "llama3.2:latest"),
+        ("Llama3.2:Latest", "llama3.2:latest"),
+        ("gemma3:12b", "gemma3:12b"),
+        (" gemma3:12b ", "gemma3:12b"),
+        ("registry.local:5000/library/llama3.2", "registry.local:5000/library/llama3.2:latest"),
+        ("hf.co/bartowski/Llama-3.2-1B-GGUF:Q4_K_M", "hf.co/bartowski/llama-3.2-1b-gguf:q4_k_m"),
+    ],
+)
+def test_model_key_matches_the_way_ollama_does(name: str, key: str) -> None:
+    assert model_key(name) == key
+
+
+def test_model_key_keeps_different_tags_apart() -> None:
+    assert model_key("llama3.2") != model_key("llama3.2:1b")
+
+
+# --- discovery ----------------------------------------------------------------------------
+
+
+def test_discovery_skips_embedding_remote_and_excluded_models(
+    double: OllamaDouble, clients: Any
+) -> None:
+    setup = on_double(double, clients, exclude_models=["Mistral*"])
+    assert setup.refresh() is True
+    # Labels are the listed names: an untagged model shows with ':latest'.
+    assert setup.models() == [GEMMA, "llama3.2:latest"]
+    info = setup.value("ollama_model_info", model="llama3.2:latest")
+    assert info == 1
+    assert setup.samples("ollama_model_info") == {
+        frozenset(
+            {
+                "target": "local",
+                "model": "llama3.2:latest",
+                "family": "llama",
+                "parameter_size": "3.2B",
+                "quantization_level": "Q8_0",
+            }.items()
+        ): 1.0,
+        frozenset(
+            {
+                "target": "local",
+                "model": GEMMA,
+                "family": "gemma3",
+                "parameter_size": "12.2B",
+                "quantization_level": "Q4_K_M",
+            }.items()
+        ): 1.0,
+    }
+    # The listing said what each model can do: no /api/show needed.
+    assert double.requests("/api/show") == []
+
+
+@pytest.mark.parametrize("name", ["deepseek-v3.1:671b-cloud", "glm-4.6:cloud"])
+def test_cloud_tags_are_skipped_even_without_remote_fields(
+    double: OllamaDouble, clients: Any, name: str
+) -> None:
+    double.set_models([ModelScript(GEMMA), ModelScript(name, remote=False)])
+    setup = on_double(double, clients)
+    setup.refresh()
+    assert setup.models() == [GEMMA]
+
+
+def test_exclude_globs_apply_to_discovered_names(double: OllamaDouble, clients: Any) -> None:
+    setup = on_double(double, clients, exclude_models=["*:latest", "gemma3:*"])
+    setup.refresh()
+    assert setup.models() == ["mistral:7b"]
+
+
+def test_max_models_caps_discovery_and_counts_the_rest(double: OllamaDouble, clients: Any) -> None:
+    names = [f"model{i}:1b" for i in (4, 2, 5, 1, 3)]
+    scripts = [ModelScript(n) for n in names]
+    double.set_models([*scripts, ModelScript("embed", capabilities=["embedding"])])
+    setup = on_double(double, clients, target={"max_models": 2})
+    setup.refresh()
+    assert setup.models() == ["model1:1b", "model2:1b"]  # a stable choice: sorted by name
+    inventory = setup.target.inventory
+    assert inventory is not None and inventory.dropped == 3  # the embedding model is not "dropped"
+    assert setup.value("ollama_exporter_models_dropped", target="local") == 3
+    assert setup.label_values("ollama_model_info", "model") == ["model1:1b", "model2:1b"]
+
+
+def test_nothing_is_dropped_under_the_cap(double: OllamaDouble, clients: Any) -> None:
+    setup = on_double(double, clients)
+    setup.refresh()
+    assert setup.value("ollama_exporter_models_dropped", target="local") == 0
+
+
+# --- configured models --------------------------------------------------------------------
+
+
+def test_configured_names_match_listing_and_keep_their_spelling(
+    double: OllamaDouble, clients: Any
+) -> None:
+    setup = on_double(double, clients, models=["LLAMA3.2", "Gemma3:12B"])
+    setup.refresh()
+    assert setup.models() == ["Gemma3:12B", "LLAMA3.2"]
+    inventory = setup.target.inventory
+    assert inventory is not None
+    assert inventory.models["LLAMA3.2"].family == "llama"  # the listing's details
+    assert setup.value("ollama_model_info", model="LLAMA3.2", family="llama") == 1
+
+
+def test_configured_but_unlisted_model_still_gets_a_job_label(
+    double: OllamaDouble, clients: Any
+) -> None:
+    # A deleted model must show up as model_not_found failures, not as silence.
+    setup = on_double(double, clients, models=[GEMMA, "ghost:7b"])
+    setup.refresh()
+    assert setup.models() == [GEMMA, "ghost:7b"]
+    assert setup.value("ollama_model_info", model="ghost:7b") == 1
+
+
+def test_configured_models_still_honour_exclude(double: OllamaDouble, clients: Any) -> None:
+    setup = on_double(double, clients, models=[GEMMA, "mistral:7b"], exclude_models=["mistral*"])
+    setup.refresh()
+    assert setup.models() == [GEMMA]
+
+
+def test_configured_models_stay_when_the_listing_drops_them(
+    double: OllamaDouble, clients: Any
+) -> None:
+    setup = on_double(double, clients, models=["llama3.2"])
+    setup.refresh()
+    double.set_models([ModelScript(GEMMA)])  # llama3.2 deleted on the server
+    setup.refresh()
+    assert setup.models() == ["llama3.2"]
+
+
+# --- keeping the last good inventory ------------------------------------------------------
+
+
+def test_failed_listing_keeps_the_last_inventory(double: OllamaDouble, clients: Any) -> None:
+    setup = on_double(double, clients)
+    setup.refresh()
+    before = setup.target.inventory
+    info_before = setup.samples("ollama_model_info")
+    double.fail_endpoint("/api/tags", 500)
+    assert setup.refresh() is True
+    assert setup.target.inventory is before
+    assert setup.samples("ollama_model_info") == info_before
+
+
+def test_unreachable_target_keeps_the_last_inventory(double: OllamaDouble, clients: Any) -> None:
+    setup = on_double(double, clients)
+    setup.refresh()
+    before = setup.target.inventory
+    double.stop()  # Ollama restarting
+    assert setup.refresh() is True
+    assert setup.target.inventory is before
+
+
+def test_empty_listing_keeps_the_last_inventory(double: OllamaDouble, clients: Any) -> None:
+    setup = on_double(double, clients)
+    setup.refresh()
+    before = setup.target.inventory
+    double.set_models([])  # an Ollama that came back before its models were scanned
+    assert setup.refresh() is True
+    assert setup.target.inventory is before
+    assert setup.label_values("ollama_model_info", "model") == [
+        GEMMA,
+        "llama3.2:latest",
+        "mistral:7b",
+    ]
+
+
+def test_first_listing_failing_leaves_the_inventory_unknown(
+    double: OllamaDouble, clients: Any
+) -> None:
+    double.fail_endpoint("/api/tags", 503)
+    setup = on_double(double, clients)
+    assert setup.refresh() is False
+    assert setup.target.inventory is None
+    double.fail_endpoint("/api/tags", None)
+    assert setup.refresh() is True
+    assert setup.models() == [GEMMA, "llama3.2:latest", "mistral:7b"]
+
+
+def test_first_listing_empty_is_a_known_empty_inventory(double: OllamaDouble, clients: Any) -> None:
+    double.set_models([])
+    setup = on_double(double, clients)
+    assert setup.refresh() is True
+    assert setup.models() == []
+
+
+def test_a_new_listing_replaces_the_inventory(double: OllamaDouble, clients: Any) -> None:
+    setup = on_double(double, clients)
+    setup.refresh()
+    double.set_models([ModelScript(GEMMA), ModelScript("qwen3:8b", family="qwen3")])
+    setup.refresh()
+    assert setup.models() == [GEMMA, "qwen3:8b"]
+    assert setup.label_values("ollama_model_info", "model") == [GEMMA, "qwen3:8b"]
+
+
+# --- /api/show when the listing lacks capabilities ----------------------------------------
+
+
+class ListingWithoutCapabilities:
+    """An older Ollama: /api/tags has no capabilities, /api/show has them."""
+
+    def __init__(self, capabilities: dict[str, list[str] | int]) -> None:
+        self.capabilities = capabilities  # an int answers /api/show with that status
+        self.shown: list[str] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/tags":
+            models = [
+                {"name": name, "model": name, "details": {"family": "f"}}
+                for name in self.capabilities
+            ]
+            return httpx.Response(200, json={"models": models})
+        if request.url.path == "/api/show":
+            name = json.loads(request.content)["model"]
+            self.shown.append(name)
+            caps = self.capabilities[name]
+            if isinstance(caps, int):
+                return httpx.Response(caps, json={"error": "boom"})
+            return httpx.Response(200, json={"model_info": None, "capabilities": caps})
+        return httpx.Response(404, text="404 page not found")
+
+
+def mock_setup(handler: Any, **top: Any) -> Setup:
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    return Setup(config("http://ollama.test:11434", **top), client, client)
+
+
+def test_show_is_consulted_once_per_new_model() -> None:
+    fake = ListingWithoutCapabilities(
+        {"a:1b": ["completion"], "embed:latest": ["embedding"], "b:1b": ["completion", "tools"]}
+    )
+    setup = mock_setup(fake)
+    setup.refresh()
+    assert setup.models() == ["a:1b", "b:1b"]
+    assert sorted(fake.shown) == ["a:1b", "b:1b", "embed:latest"]
+    setup.refresh()
+    setup.refresh()
+    assert len(fake.shown) == 3  # known models are not asked again
+    fake.capabilities["c:1b"] = ["completion"]
+    setup.refresh()
+    assert fake.shown[3:] == ["c:1b"]
+    assert setup.models() == ["a:1b", "b:1b", "c:1b"]
+
+
+def test_show_failing_assumes_the_model_generates() -> None:
+    fake = ListingWithoutCapabilities({"a:1b": 500, "b:1b": ["completion"]})
+    setup = mock_setup(fake)
+    setup.refresh()
+    assert setup.models() == ["a:1b", "b:1b"]
+
+
+def test_show_is_not_asked_for_excluded_or_remote_models() -> None:
+    fake = ListingWithoutCapabilities({"a:1b": ["completion"], "big:cloud": ["completion"]})
+    setup = mock_setup(fake, exclude_models=["a*"])
+    setup.refresh()
+    assert setup.models() == []
+    assert fake.shown == []
+
+
+# --- health -------------------------------------------------------------------------------
+
+
+def test_health_up_counts_checks_and_exports_the_version(
+    double: OllamaDouble, clients: Any
+) -> None:
+    setup = on_double(double, clients)
+    setup.target.check_health(5.0)
+    assert setup.value("ollama_up", target="local") == 1
+    assert setup.samples("ollama_build_info") == {
+        frozenset({"target": "local", "version": "0.32.15"}.items()): 1.0
+    }
+    assert setup.value("ollama_health_checks_total", target="local") == 1
+    assert setup.value("ollama_health_check_failures_total", target="local") == 0
+
+
+def test_health_down_on_a_bad_status_and_when_unreachable(
+    double: OllamaDouble, clients: Any
+) -> None:
+    setup = on_double(double, clients)
+    setup.target.check_health(5.0)
+    double.fail_endpoint("/api/version", 500)
+    setup.target.check_health(5.0)
+    assert setup.value("ollama_up", target="local") == 0
+    assert setup.value("ollama_health_checks_total", target="local") == 2
+    assert setup.value("ollama_health_check_failures_total", target="local") == 1
+    double.stop()
+    setup.target.check_health(5.0)
+    assert setup.value("ollama_up", target="local") == 0
+    assert setup.value("ollama_health_checks_total", target="local") == 3
+    assert setup.value("ollama_health_check_failures_total", target="local") == 2
+
+
+def test_health_recovers_and_shows_only_the_current_version(
+    double: OllamaDouble, clients: Any
+) -> None:
+    setup = on_double(double, clients)
+    setup.target.check_health(5.0)
+    double.stop()
+    setup.target.check_health(5.0)
+    double.version = "0.33.0"  # upgraded during the restart
+    double.start()
+    setup.target.check_health(5.0)
+    assert setup.value("ollama_up", target="local") == 1
+    assert setup.label_values("ollama_build_info", "version") == ["0.33.0"]
+
+
+def test_ps_failing_is_not_counted_as_unavailability(double: OllamaDouble, clients: Any) -> None:
+    setup = on_double(double, clients)
+    double.fail_endpoint("/api/ps", 500)
+    setup.target.check_health(5.0)
+    assert setup.value("ollama_up", target="local") == 1
+    assert setup.value("ollama_health_check_failures_total", target="local") == 0
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        httpx.Response(200, json={}),
+        httpx.Response(200, json={"version": ""}),
+        httpx.Response(200, json=["0.32.15"]),
+        httpx.Response(200, text="Ollama is running"),
+        httpx.Response(200, content=b"[" * 10_000),  # hostile nesting
+    ],
+    ids=["no-version", "empty-version", "array", "text", "deep-nesting"],
+)
+def test_health_down_when_version_answer_is_unusable(reply: httpx.Response) -> None:
+    setup = mock_setup(lambda _: reply)
+    setup.target.check_health(5.0)
+    assert setup.value("ollama_up", target="local") == 0
+    assert setup.value("ollama_health_check_failures_total", target="local") == 1
+
+
+def test_deeply_nested_listing_keeps_the_last_inventory() -> None:
+    replies = iter(
+        [
+            httpx.Response(
+                200, json={"models": [{"name": "a:1b", "capabilities": ["completion"]}]}
+            ),
+            httpx.Response(200, content=b'{"models":' + b"[" * 10_000),
+        ]
+    )
+    setup = mock_setup(lambda _: next(replies))
+    setup.refresh()
+    assert setup.refresh() is True
+    assert setup.models() == ["a:1b"]
+
+
+# --- residency ----------------------------------------------------------------------------
+
+
+def test_residency_series_for_known_and_resident_models(double: OllamaDouble, clients: Any) -> None:
+    setup = on_double(double, clients)
+    setup.refresh()
+    setup.target.check_health(5.0)
+    assert setup.value("ollama_model_loaded", model=GEMMA) == 1
+    assert setup.value("ollama_model_loaded", model="llama3.2:latest") == 0
+    assert setup.value("ollama_model_loaded", model="mistral:7b") == 0
+    # Memory figures exist for resident models only.
+    assert setup.label_values("ollama_model_vram_bytes", "model") == [GEMMA]
+    assert setup.value("ollama_model_vram_bytes", model=GEMMA) == 7_500_000_000
+    assert setup.label_values("ollama_model_memory_bytes", "model") == [GEMMA]
+    assert setup.value("ollama_model_memory_bytes", model=GEMMA) == 8_000_000_000
+
+
+def test_residency_follows_loads_and_unloads(double: OllamaDouble, clients: Any) -> None:
+    setup = on_double(double, clients)
+    setup.refresh()
+    setup.target.check_health(5.0)
+    double.set_resident(GEMMA, False)
+    double.set_resident("llama3.2", True)
+    setup.target.check_health(5.0)
+    assert setup.value("ollama_model_loaded", model=GEMMA) == 0
+    assert setup.value("ollama_model_loaded", model="llama3.2:latest") == 1
+    assert setup.label_values("ollama_model_vram_bytes", "model") == ["llama3.2:latest"]
+
+
+def test_residency_uses_the_configured_label(double: OllamaDouble, clients: Any) -> None:
+    setup = on_double(double, clients, models=["GEMMA3:12B", "llama3.2"])
+    setup.refresh()
+    setup.target.check_health(5.0)
+    assert setup.value("ollama_model_loaded", model="GEMMA3:12B") == 1
+    assert setup.value("ollama_model_loaded", model="llama3.2") == 0
+    assert setup.label_values("ollama_model_vram_bytes", "model") == ["GEMMA3:12B"]
+
+
+def test_resident_look_up_is_keyed_like_ollama(double: OllamaDouble, clients: Any) -> None:
+    setup = on_double(double, clients)
+    resident = setup.target.resident(5.0)
+    assert resident is not None and set(resident) == {GEMMA}
+    assert resident[model_key("Gemma3:12B")].vram_bytes == 7_500_000_000
+    double.fail_endpoint("/api/ps", 500)
+    assert setup.target.resident(5.0) is None
+
+
+# --- parsing Ollama's read endpoints ------------------------------------------------------
+
+
+def test_running_models_parse_expiry_as_an_aware_instant(
+    double: OllamaDouble, clients: Any
+) -> None:
+    # Ollama writes RFC 3339 with nanoseconds; the double says 5 minutes from now.
+    api = OllamaApi(clients[0], double.url)
+    [running] = api.running(5.0)
+    assert running.name == GEMMA
+    assert (running.size_bytes, running.vram_bytes) == (8_000_000_000, 7_500_000_000)
+    assert running.context_length == 4096
+    assert running.expires_at is not None
+    assert running.expires_at.tzinfo is not None
+    left = running.expires_at - datetime.now(UTC)
+    assert timedelta(seconds=290) < left <= timedelta(seconds=300)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-08-21T10:00:00.123456789Z", datetime(2026, 8, 21, 10, 0, 0, 123456, UTC)),
+        ("2026-08-21T12:00:00.5+02:00", datetime(2026, 8, 21, 10, 0, 0, 500000, UTC)),
+        ("2026-08-21T10:00:00Z", datetime(2026, 8, 21, 10, 0, 0, tzinfo=UTC)),
+        ("2318-03-01T09:00:00.000000001-07:00", datetime(2318, 3, 1, 16, 0, 0, tzinfo=UTC)),
+    ],
+    ids=["nanoseconds-z", "offset", "whole-seconds", "forever"],
+)
+def test_expires_at_formats(text: str, expected: datetime) -> None:
+    entry = {"name": GEMMA, "size": 1, "size_vram": 1, "expires_at": text}
+    client = httpx.Client(
+        transport=httpx.MockTransport(lambda _: httpx.Response(200, json={"models": [entry]}))
+    )
+    [running] = OllamaApi(client, "http://ollama.test:11434").running(1.0)
+    assert running.expires_at == expected
+    assert running.expires_at is not None and running.expires_at.utcoffset() is not None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"models": "nope"}, {"models": [1, 2]}, {"models": [{"size": 1}]}, ["models"]],
+    ids=["not-a-list", "not-objects", "no-name", "array-body"],
+)
+def test_bad_listing_bodies_are_api_errors(body: Any) -> None:
+    client = httpx.Client(transport=httpx.MockTransport(lambda _: httpx.Response(200, json=body)))
+    with pytest.raises(OllamaApiError):
+        OllamaApi(client, "http://ollama.test:11434").list_models(1.0)
+
+
+def test_listing_without_models_key_is_empty() -> None:
+    client = httpx.Client(transport=httpx.MockTransport(lambda _: httpx.Response(200, json={})))
+    assert OllamaApi(client, "http://ollama.test:11434").list_models(1.0) == []
+
+
+def test_api_sends_target_headers(double: OllamaDouble, clients: Any) -> None:
+    api = OllamaApi(clients[0], double.url + "/", {"Authorization": "Bearer t0k3n"})
+    api.version(5.0)
+    [record] = double.requests("/api/version")
+    assert record.headers["authorization"] == "Bearer t0k3n"
