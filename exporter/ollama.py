@@ -96,7 +96,7 @@ class OllamaApi:
             raise OllamaApiError(f"{path}: HTTP {response.status_code}")
         try:
             body = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise OllamaApiError(f"{path}: the body is not JSON") from None
         if not isinstance(body, dict):
             raise OllamaApiError(f"{path}: the body is not a JSON object")
@@ -159,8 +159,9 @@ def _time(value: object) -> datetime | None:
     text = value.replace("Z", "+00:00")
     head, dot, frac = text.partition(".")
     if dot:
-        digits = "".join(ch for ch in frac if ch.isdigit())
-        text = f"{head}.{digits[:6]}{frac[len(digits) :]}"
+        # Python holds microseconds, Ollama sends nanoseconds; the offset follows the digits.
+        digits = len(frac) - len(frac.lstrip("0123456789"))
+        text = f"{head}.{frac[: min(digits, 6)]}{frac[digits:]}"
     try:
         return datetime.fromisoformat(text)
     except ValueError:

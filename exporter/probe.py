@@ -181,6 +181,8 @@ def run_probe(
         )
     except httpx.ConnectError as exc:
         return _failed(dog, Reason.CONNECT, f"cannot connect: {exc}", clock() - start)
+    except httpx.DecodingError as exc:
+        return _failed(dog, Reason.INVALID_RESPONSE, f"undecodable body: {exc}", clock() - start)
     except (httpx.TransportError, httpx.StreamError) as exc:
         return _failed(dog, Reason.INCOMPLETE, f"connection lost: {exc}", clock() - start)
 
@@ -218,7 +220,19 @@ def _lines(response: httpx.Response, cap: int) -> Iterator[bytes]:
         *lines, pending = pending.split(b"\n")
         yield from lines
     if pending.strip():
+        # Ollama ends every line with a newline; a fragment that is not a whole JSON object
+        # means the connection closed mid-line.
+        if not _is_json(pending):
+            raise _Failure(Reason.INCOMPLETE, "stream ended inside a line")
         yield pending
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        json.loads(raw)
+    except (ValueError, RecursionError):
+        return False
+    return True
 
 
 def _status_failure(response: httpx.Response, cap: int) -> _Failure:
@@ -237,7 +251,7 @@ def _error_text(raw: bytes) -> str:
     text = raw.decode("utf-8", errors="replace").strip()
     try:
         parsed = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
         return text[:300]
     error = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(error, str):
@@ -293,7 +307,7 @@ def _decode(line: bytes) -> dict[str, Any]:
         chunk = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError:
         raise _Failure(Reason.INVALID_RESPONSE, "a line is not valid UTF-8") from None
-    except ValueError:
+    except (ValueError, RecursionError):
         raise _Failure(Reason.INVALID_RESPONSE, f"a line is not JSON: {line[:80]!r}") from None
     if not isinstance(chunk, dict):
         raise _Failure(Reason.INVALID_RESPONSE, "a line is not a JSON object")

@@ -146,10 +146,11 @@ class ProbeScheduler:
 
     def _refresh_inventory(self, target: Target) -> None:
         known = target.refresh_inventory(self.config, min(self.config.probe.timeout, 30.0))
-        with self._lock:
-            self._inventoried.add(target.name)
         if known:
             self._reconcile(target)
+            with self._lock:
+                # Only a listing that succeeded tells which jobs readiness must wait for.
+                self._inventoried.add(target.name)
 
     def _reconcile(self, target: Target) -> None:
         """Add jobs for new models, remove those of models that left the inventory."""
