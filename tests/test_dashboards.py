@@ -22,7 +22,7 @@ import yaml
 
 from grafana.dashgen import render_all
 from grafana.dashgen.__main__ import stale_files
-from grafana.dashgen.inspect import (
+from grafana.dashgen.readback import (
     expand,
     label_values_query,
     metric_names,

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from grafana.dashgen.inspect import (
+from grafana.dashgen.readback import (
     PanelQuery,
     expand,
     label_values_query,
