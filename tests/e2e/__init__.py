@@ -1,0 +1,1 @@
+"""End-to-end harness: real Prometheus and Alertmanager binaries on loopback (see stack.py)."""

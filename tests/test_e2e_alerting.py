@@ -1,0 +1,298 @@
+"""End to end: exporter -> Prometheus (shipped rules, scaled) -> Alertmanager -> webhook.
+
+Everything runs on 127.0.0.1 on free ports: two Ollama test doubles (targets `a` and `b`), the
+exporter probing them every 2 s, Debian's Prometheus and Alertmanager started by the harness in
+tests/e2e/stack.py with configs derived from the shipped files, and a webhook receiver in this
+process. Rule windows and `for:` durations run 60 times faster than in production (an hour is a
+minute); thresholds and minimum event counts are as shipped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.e2e.stack import (
+    ALERTMANAGER_CONFIG,
+    EXPORTER_JOB,
+    AlertingStack,
+    Alertmanager,
+    Exporter,
+    TimeScale,
+    WebhookSink,
+    alerting_stack,
+    derive_alertmanager_config,
+    read_yaml,
+    start_alertmanager,
+    start_exporter,
+    wait_for,
+)
+from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
+
+pytestmark = pytest.mark.e2e
+
+SCALE = TimeScale(factor=1 / 60, min_range=4.0)
+M1, M2 = "m1:latest", "m2:latest"
+# Generous deadlines: each phase needs about 20 s (a 15 s window at 1/60 scale, plus for:).
+PHASE_TIMEOUT = 60.0
+
+
+@dataclass
+class Stack:
+    a: OllamaDouble
+    b: OllamaDouble
+    exporter: Exporter
+    alerting: AlertingStack
+
+    def diagnostics(self) -> str:
+        return "\n".join(
+            [self.exporter.process.log_tail(20), self.alerting.logs()]
+            + [f"webhook: {alert!r}" for alert in self.alerting.sink.alerts()]
+        )
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    a = OllamaDouble([ModelScript(name=M1), ModelScript(name=M2)])
+    b = OllamaDouble([ModelScript(name=M1)])
+    with a, b, ExitStack() as processes:
+        exporter = start_exporter(
+            tmp_path,
+            {
+                "targets": [
+                    {"name": "a", "url": a.url, "gpu": False},
+                    {"name": "b", "url": b.url, "gpu": False},
+                ],
+                "models": [],
+                "prompts": [
+                    {"id": "liveness", "text": "Hi?", "api": "chat", "options": {"num_predict": 8}}
+                ],
+                "probe": {
+                    "interval": "2s",
+                    "timeout": "1s",
+                    "health_interval": "1s",
+                    "inventory_interval": "2s",
+                },
+                "gpu": {"enabled": False},
+            },
+            processes,
+        )
+        alerting = processes.enter_context(
+            alerting_stack(tmp_path, exporters=[exporter.address], scale=SCALE)
+        )
+        yield Stack(a, b, exporter, alerting)
+
+
+def firing_in_prometheus(stack: Stack, alertname: str, **labels: str) -> list[dict[str, Any]]:
+    selector = ",".join(
+        [f'alertname="{alertname}"', 'alertstate="firing"']
+        + [f'{k}="{v}"' for k, v in labels.items()]
+    )
+    return stack.alerting.prometheus.query(f"ALERTS{{{selector}}}")
+
+
+def test_failing_model_fires_ollama_down_inhibits_and_all_resolve(stack: Stack) -> None:
+    prometheus, alertmanager = stack.alerting.prometheus, stack.alerting.alertmanager
+    sink = stack.alerting.sink
+    base_url = stack.alerting.external_labels["runbook_base_url"]
+
+    # Warm-up: scraped, both targets up, every (scaled) rule evaluated without error.
+    wait_for(
+        lambda: (
+            len(prometheus.query(f'up{{job="{EXPORTER_JOB}"}} == 1'))
+            and len(prometheus.query("ollama_up == 1")) == 2
+        ),
+        timeout=PHASE_TIMEOUT,
+        what="Prometheus to scrape the exporter and see both targets up",
+        details=stack.diagnostics,
+    )
+    # Prometheus scrapes first ~5 s after it starts (target updates are throttled), so the
+    # scaled OllamaExporterDown (absent(up) for 3 s) may fire and resolve at start-up: let it
+    # resolve before anything is asserted, since it mutes the whole job while it fires.
+    wait_for(
+        lambda: not firing_in_prometheus(stack, "OllamaExporterDown"),
+        timeout=PHASE_TIMEOUT,
+        what="OllamaExporterDown to resolve after the first scrapes",
+    )
+    problems = wait_for(
+        lambda: (lambda p: None if p is None else [p])(prometheus.rule_problems()),
+        timeout=PHASE_TIMEOUT,
+        what="every rule to be evaluated once",
+    )[0]
+    assert problems == [], problems
+
+    # 1. A failing model: m2 on a answers 500, and so does m1 on b.
+    stack.a.set_fault(M2, Fault.STATUS_500)
+    stack.b.set_fault(M1, Fault.STATUS_500)
+    failing = sink.wait_for_alert(
+        status="firing",
+        timeout=PHASE_TIMEOUT,
+        alertname="OllamaProbeFailing",
+        target="a",
+        model=M2,
+    )
+    assert failing.receiver == "page"
+    assert failing.labels["severity"] == "page"
+    assert failing.labels["job"] == EXPORTER_JOB
+    assert failing.labels["instance"] == stack.exporter.address
+    assert M2 in failing.annotations["summary"]
+    assert "target a" in failing.annotations["description"]
+    assert failing.annotations["runbook_url"] == f"{base_url}#ollamaprobefailing"
+    sink.wait_for_alert(
+        status="firing", timeout=PHASE_TIMEOUT, alertname="OllamaProbeFailing", target="b"
+    )
+    assert not [
+        alert
+        for alert in sink.alerts()
+        if alert.matches(target="a", model=M1) and alert.status == "firing"
+    ], "the healthy model on target a alerted"
+
+    # 2. Ollama a goes down: OllamaDown pages, a's model and SLO alerts are inhibited, b's not.
+    stack.a.stop()
+    down_at = time.monotonic()
+    down = sink.wait_for_alert(
+        status="firing", timeout=PHASE_TIMEOUT, since=down_at, alertname="OllamaDown", target="a"
+    )
+    assert down.receiver == "page"
+    assert down.annotations["runbook_url"] == f"{base_url}#ollamadown"
+
+    def suppressed_model_alert_of_a() -> dict[str, Any] | None:
+        # Every probe of m1 on a fails now: its latency budget burns (page pair, scaled).
+        for alert in alertmanager.alerts(alertname="OllamaLatencyBudgetBurn", target="a", model=M1):
+            if alert["status"]["state"] == "suppressed" and alert["status"]["inhibitedBy"]:
+                return alert
+        return None
+
+    wait_for(
+        suppressed_model_alert_of_a,
+        timeout=PHASE_TIMEOUT,
+        what="OllamaLatencyBudgetBurn of m1 on a, inhibited by OllamaDown",
+        details=stack.diagnostics,
+    )
+    # Inhibition is by target: b's alerts stay active and keep being notified.
+    b_alerts = alertmanager.alerts(alertname="OllamaProbeFailing", target="b")
+    assert b_alerts and all(a["status"]["state"] == "active" for a in b_alerts), b_alerts
+    # Nothing about a's models reached the receiver during the outage (m1 was healthy before).
+    leaked = [
+        alert
+        for alert in sink.alerts()
+        if alert.matches(target="a", model=M1) and alert.status == "firing"
+    ]
+    assert not leaked, leaked
+
+    # 3. Recovery: a is back and no fault is left; the alerts resolve.
+    stack.a.set_fault(M2, Fault.NONE)
+    stack.b.set_fault(M1, Fault.NONE)
+    stack.a.start()
+    recovered_at = time.monotonic()
+    for labels in (
+        {"alertname": "OllamaDown", "target": "a"},
+        {"alertname": "OllamaProbeFailing", "target": "b", "model": M1},
+    ):
+        sink.wait_for_alert(status="resolved", timeout=PHASE_TIMEOUT, since=recovered_at, **labels)
+    wait_for(
+        lambda: (
+            not firing_in_prometheus(stack, "OllamaProbeFailing")
+            and not firing_in_prometheus(stack, "OllamaDown")
+        ),
+        timeout=PHASE_TIMEOUT,
+        what="OllamaDown and OllamaProbeFailing to stop firing in Prometheus",
+    )
+    # From start to end, the healthy-then-unreachable m1 on a never reached the receiver.
+    assert not [alert for alert in sink.alerts() if alert.matches(target="a", model=M1)]
+
+
+# --- Alertmanager alone: routing and inhibition of the shipped config, alerts posted by hand ---
+
+
+@pytest.fixture
+def alertmanager_only(tmp_path: Path) -> Iterator[tuple[Alertmanager, WebhookSink]]:
+    with WebhookSink() as sink, ExitStack() as processes:
+        config = derive_alertmanager_config(webhook_url=sink.url)
+        yield start_alertmanager(tmp_path, config, processes), sink
+
+
+def alert(name: str, severity: str, source: dict[str, str], **labels: str) -> dict[str, str]:
+    return {"alertname": name, "severity": severity, **source, **labels}
+
+
+def post_alerts(alertmanager: Alertmanager, *alerts: dict[str, str]) -> None:
+    body = [{"labels": labels, "annotations": {"summary": "test"}} for labels in alerts]
+    httpx.post(f"{alertmanager.url}/api/v2/alerts", json=body, timeout=5).raise_for_status()
+
+
+def state_of(alertmanager: Alertmanager, **labels: str) -> str | None:
+    found = alertmanager.alerts(**labels)
+    return found[0]["status"]["state"] if len(found) == 1 else None
+
+
+def test_shipped_inhibition_rules_on_a_real_alertmanager(
+    alertmanager_only: tuple[Alertmanager, WebhookSink],
+) -> None:
+    """The inhibition matrix, label by label, without Prometheus: seconds, not minutes."""
+    alertmanager, sink = alertmanager_only
+    assert read_yaml(ALERTMANAGER_CONFIG)["inhibit_rules"]  # what is tested is what ships
+    job = {"job": EXPORTER_JOB}
+    exporter_1 = {**job, "instance": "exporter-1:10434"}
+    exporter_2 = {**job, "instance": "exporter-2:10434"}
+    post_alerts(
+        alertmanager,
+        alert("OllamaDown", "page", exporter_1, target="a"),
+        # Muted: a model alert and an SLO alert of target a.
+        alert("OllamaProbeFailing", "page", exporter_1, target="a", model="m1"),
+        alert("OllamaAvailabilityBudgetBurn", "page", exporter_1, target="a", slo="availability"),
+        # Not muted: another target, and a GPU alert (no target label) of the same exporter.
+        alert("OllamaProbeFailing", "page", exporter_1, target="b", model="m1"),
+        alert("GPUMemoryNearlyFull", "ticket", exporter_1, gpu="0", uuid="GPU-1"),
+        # Exporter 2 is down: its own alerts are muted, exporter 1's are not.
+        alert("OllamaExporterDown", "page", exporter_2),
+        alert("OllamaProbesStale", "ticket", exporter_2, target="c", model="m1", prompt="x"),
+    )
+
+    expected = {
+        ("OllamaDown", "a"): "active",
+        ("OllamaProbeFailing", "a"): "suppressed",
+        ("OllamaAvailabilityBudgetBurn", "a"): "suppressed",
+        ("OllamaProbeFailing", "b"): "active",
+        ("GPUMemoryNearlyFull", None): "active",
+        ("OllamaExporterDown", None): "active",
+        ("OllamaProbesStale", "c"): "suppressed",
+    }
+
+    def states() -> dict[tuple[str, str | None], str | None]:
+        found: dict[tuple[str, str | None], str | None] = {}
+        for (name, target), _ in expected.items():
+            labels = {"alertname": name, **({"target": target} if target else {})}
+            found[(name, target)] = state_of(alertmanager, **labels)
+        return found
+
+    # Inhibition is computed when Alertmanager processes the alerts: poll until it settles.
+    wait_for(
+        lambda: states() == expected,
+        timeout=30,
+        what="inhibition states",
+        details=lambda: repr(states()),
+    )
+
+    # Only active alerts are notified; pages and tickets reach their own receivers.
+    sink.wait_for_alert(status="firing", timeout=30, alertname="OllamaProbeFailing", target="b")
+    gpu = sink.wait_for_alert(status="firing", timeout=30, alertname="GPUMemoryNearlyFull")
+    assert gpu.receiver == "ticket"
+    notified = {(a.labels["alertname"], a.labels.get("target")) for a in sink.alerts()}
+    assert not notified & {k for k, v in expected.items() if v == "suppressed"}
+
+    # With exporter 2's down alert gone for the whole job (absent(up): no instance label),
+    # every alert of the job is muted, exporter 1's included.
+    post_alerts(alertmanager, alert("OllamaExporterDown", "page", job))
+    wait_for(
+        lambda: state_of(alertmanager, alertname="OllamaProbeFailing", target="b") == "suppressed",
+        timeout=30,
+        what="the job-wide OllamaExporterDown to mute exporter 1's alerts",
+    )
