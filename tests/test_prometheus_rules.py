@@ -160,6 +160,7 @@ _KEYWORDS |= {"group_left", "group_right", "inf", "nan"}
 def metric_names(expr: str) -> set[str]:
     """Series names a PromQL expression reads: identifiers that are not functions/keywords."""
     text = _STRING.sub('""', expr)
+    text = re.sub(r"#[^\n]*", "", text)  # comments (no string is left to hold a "#")
     text = _MATCHERS.sub("", text)
     text = _RANGE.sub("", text)
     text = _LABEL_LIST.sub(" ", text)  # `sum by (x) (...)` becomes `sum  (...)`: a call
@@ -174,8 +175,9 @@ def test_metric_name_extraction() -> None:
     expr = (
         'sum by (job, le) (rate(a_bucket{le="60.0", x=~"[a-z]+"}[5m])) / on (job) group_left ()'
         ' (b_total > 0) unless c offset 5m or vector(0.5) and absent(up{job="x"}) > bool 1'
+        '  # a comment with words\n + d{x=~"#"}'
     )
-    assert metric_names(expr) == {"a_bucket", "b_total", "c", "up"}
+    assert metric_names(expr) == {"a_bucket", "b_total", "c", "up", "d"}
     assert metric_names("slo:sli_error:ratio_rate5m / on (slo) group_left slo:x") == {
         "slo:sli_error:ratio_rate5m",
         "slo:x",
@@ -459,3 +461,51 @@ def test_derived_configs_keep_what_matters(tmp_path: Path) -> None:
         assert receiver["webhook_configs"] == [
             {"url": f"http://127.0.0.1:3/{receiver['name']}", "send_resolved": True}
         ]
+
+
+# --- the docs' examples -----------------------------------------------------------------------
+
+ALERTING_DOC = REPO_ROOT / "docs" / "alerting.md"
+PROMETHEUS_OWN_SERIES = {"up", "ALERTS", "scrape_duration_seconds"}
+
+
+def code_blocks(path: Path, language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", path.read_text(encoding="utf-8"), re.S)
+
+
+def runbook_queries() -> list[str]:
+    """Each query of the runbooks' promql blocks (continuation lines start with a blank)."""
+    queries: list[str] = []
+    for block in code_blocks(RUNBOOKS, "promql"):
+        for line in block.splitlines():
+            if line.startswith((" ", "\t")) and queries:
+                queries[-1] += "\n" + line
+            elif line.strip():
+                queries.append(line)
+    return queries
+
+
+def test_runbook_queries_parse_and_read_existing_series(tmp_path: Path) -> None:
+    queries = runbook_queries()
+    assert len(queries) >= 20
+    # promtool has no offline query parser; a rule file of the queries gets one.
+    rules = [{"record": f"runbook:query{i}", "expr": q} for i, q in enumerate(queries)]
+    path = write_yaml(tmp_path / "runbook-queries.yml", {"groups": [{"name": "q", "rules": rules}]})
+    assert_ok(run([promtool(), "check", "rules", "--lint=none", str(path)]))
+    known = golden_families().keys() | {r["record"] for r in all_rules() if "record" in r}
+    unknown = {n for q in queries for n in metric_names(q)} - known - PROMETHEUS_OWN_SERIES
+    assert not unknown, f"docs/runbooks.md queries series nobody emits: {unknown}"
+
+
+def test_the_documented_receivers_are_valid_for_alertmanager(tmp_path: Path) -> None:
+    """The Slack/PagerDuty/e-mail example of docs/alerting.md, in the shipped config."""
+    (example,) = [
+        yaml.safe_load(block)
+        for block in code_blocks(ALERTING_DOC, "yaml")
+        if "receivers:" in block
+    ]
+    config = alertmanager_config()
+    config.setdefault("global", {}).update(example["global"])
+    assert {r["name"] for r in example["receivers"]} == {r["name"] for r in config["receivers"]}
+    config["receivers"] = example["receivers"]
+    assert_ok(run([amtool(), "check-config", str(write_yaml(tmp_path / "am.yml", config))]))
