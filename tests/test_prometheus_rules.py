@@ -262,6 +262,35 @@ def test_the_sloth_style_slo_records_exist_for_both_slos() -> None:
     assert records["slo:objective:ratio"] == {"availability", "latency"}
 
 
+def golden_label_names() -> dict[str, set[frozenset[str]]]:
+    """Sample name -> the label-name sets it has in the golden expositions."""
+    shapes: dict[str, set[frozenset[str]]] = {}
+    for path in sorted(GOLDEN_DIR.glob("metrics-*.prom")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line and not line.startswith("#"):
+                name, _, rest = line.partition("{")
+                labels = frozenset(re.findall(r'(\w+)="', rest.rpartition("}")[0]))
+                shapes.setdefault(name.split()[0], set()).add(labels)
+    return shapes
+
+
+def test_rule_test_inputs_have_the_golden_exposition_shapes() -> None:
+    """promtool inputs are the exporter's series as scraped: its labels plus job and instance."""
+    shapes = golden_label_names()
+    for path in rule_test_files():
+        for test in yaml.safe_load(path.read_text(encoding="utf-8"))["tests"]:
+            for series in test["input_series"]:
+                name, _, rest = series["series"].partition("{")
+                if name in PROMETHEUS_OWN_SERIES:
+                    continue
+                labels = set(re.findall(r'(\w+)="', rest))
+                assert {"job", "instance"} <= labels, f"{path.name}: {series['series']}"
+                assert frozenset(labels - {"job", "instance"}) in shapes[name], (
+                    f"{path.name}: {series['series']} has not the labels of {name} in "
+                    f"tests/golden: {sorted(map(sorted, shapes[name]))}"
+                )
+
+
 # --- the alert contract -----------------------------------------------------------------------
 
 
