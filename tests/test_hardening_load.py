@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -98,7 +98,7 @@ def scrape_loop(
     until: float,
     log: ScrapeLog,
     check_every: int,
-    keep: Callable[[dict[str, str]], bool],
+    keep: Callable[[Mapping[str, str]], bool],
 ) -> None:
     """Scrape until `until`; every `check_every`th scrape is parsed and checked."""
     previous: Samples | None = None
@@ -133,7 +133,11 @@ def scrape_loop(
 
 
 def run_scrapers(
-    url: str, count: int, seconds: float, check_every: int, keep: Callable[[dict[str, str]], bool]
+    url: str,
+    count: int,
+    seconds: float,
+    check_every: int,
+    keep: Callable[[Mapping[str, str]], bool],
 ) -> list[ScrapeLog]:
     logs = [ScrapeLog() for _ in range(count)]
     until = time.monotonic() + seconds

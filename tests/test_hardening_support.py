@@ -430,7 +430,7 @@ class TlsProxy:
 
     def _pump(self, tls: ssl.SSLSocket, upstream: socket.socket) -> None:
         while not self._stopping.is_set():
-            ready = [tls] if tls.pending() else []
+            ready: list[socket.socket] = [tls] if tls.pending() else []
             if not ready:
                 ready, _, _ = select.select([tls, upstream], [], [], 0.1)
             for sock in ready:
