@@ -11,6 +11,7 @@ import math
 import os
 import re
 import socket
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -18,6 +19,8 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+from exporter.redact import url_without_credentials
 
 log = logging.getLogger(__name__)
 
@@ -292,6 +295,7 @@ def _semantic_problems(config: Config) -> list[str]:
         problem = _url_problem(target.url)
         if problem:
             problems.append(f"targets[{i}].url: {problem}")
+        problems += _tls_problems(f"targets[{i}]", target)
     for i, prompt in enumerate(config.prompts):
         interval = config.interval_of(prompt)
         if config.probe.timeout >= interval:
@@ -309,6 +313,16 @@ def _semantic_problems(config: Config) -> list[str]:
     return problems
 
 
+def _tls_problems(where: str, target: TargetConfig) -> list[str]:
+    if target.tls_ca_file is None:
+        return []
+    try:
+        ssl.create_default_context(cafile=target.tls_ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        return [f"{where}.tls_ca_file: cannot load CA file: {exc}"]
+    return []
+
+
 def _duplicates(values: list[str], key: str, field: str) -> list[str]:
     seen: set[str] = set()
     problems = []
@@ -323,15 +337,15 @@ def _url_problem(url: str) -> str | None:
     try:
         parts = urlsplit(url)
     except ValueError:
-        return f"is not a valid URL: {url!r}"
+        return "is not a valid URL"
     if parts.scheme not in {"http", "https"}:
-        return f"must start with http:// or https://, got {url!r}"
+        return f"must start with http:// or https://, got {url_without_credentials(url)!r}"
     if not parts.hostname:
-        return f"has no host: {url!r}"
+        return f"has no host: {url_without_credentials(url)!r}"
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        return f"has an invalid port: {url!r}"
+        return f"has an invalid port: {url_without_credentials(url)!r}"
     return None
 
 
@@ -348,6 +362,9 @@ def _resolve_headers(config: Config, environ: Mapping[str, str]) -> tuple[Config
                         f"targets[{i}].headers.{name}: environment variable {var} is not set"
                     )
             headers[name] = _ENV_REF.sub(lambda m: environ.get(m.group(1), ""), value)
+            if any(c in headers[name] for c in "\r\n\0"):
+                # Say which header, never the value: it is usually a token.
+                problems.append(f"targets[{i}].headers.{name}: the value holds a control character")
         targets.append(target.model_copy(update={"headers": headers}))
     return config.model_copy(update={"targets": targets}), problems
 

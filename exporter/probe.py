@@ -147,7 +147,7 @@ class Watchdog:
 
 
 Clock = Callable[[], float]
-_MODEL_NOT_FOUND = re.compile(r"model ['\"].*['\"] not found", re.IGNORECASE)
+_MODEL_NOT_FOUND = re.compile(r"model ['\"].*['\"] not found", re.IGNORECASE | re.DOTALL)
 
 
 def run_probe(

@@ -7,6 +7,7 @@ the result to the store and the exposition in one step. It never raises for targ
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import math
 import threading
@@ -22,6 +23,7 @@ from exporter.exposition import Exposition
 from exporter.gpu import GpuReader, ProbeGpuSampler, ProbeGpuUsage
 from exporter.ollama import RunningModel, model_key
 from exporter.probe import ProbeOutcome, ProbeRequest, Watchdog, run_probe
+from exporter.redact import printable
 from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
 from exporter.targets import Target
 
@@ -73,6 +75,8 @@ class ProbeRunner:
         outcome, gpu = self._measure(spec, request)
         if outcome.cancelled:
             return None
+        # Error texts can quote a request header back; they go to logs and the status page.
+        outcome = dataclasses.replace(outcome, detail=spec.target.redact(outcome.detail))
         result = ProbeResult(
             key=spec.key,
             outcome=outcome,
@@ -151,19 +155,15 @@ class ProbeRunner:
         if outcome.reason is not None:
             log.warning(
                 "probe failed: target=%s model=%s prompt=%s reason=%s duration=%.3fs detail=%s",
-                key.target,
-                key.model,
-                key.prompt,
+                *_loggable(key),
                 outcome.reason.value,
                 outcome.duration_s,
-                outcome.detail,
+                printable(outcome.detail),
             )
         else:
             log.debug(
                 "probe ok: target=%s model=%s prompt=%s duration=%.3fs",
-                key.target,
-                key.model,
-                key.prompt,
+                *_loggable(key),
                 outcome.duration_s,
             )
         if self._exposition.observe(result):
@@ -173,11 +173,13 @@ class ProbeRunner:
         skip = ProbeSkip(spec.key, reason, f"skipped: {reason}", self._wall(), interval_s)
         log.info(
             "probe skipped: target=%s model=%s prompt=%s reason=%s",
-            spec.key.target,
-            spec.key.model,
-            spec.key.prompt,
+            *_loggable(spec.key),
             reason,
         )
         if self._exposition.skip(skip):
             self._store.put(skip)
         return skip
+
+
+def _loggable(key: JobKey) -> tuple[str, str, str]:
+    return printable(key.target), printable(key.model), printable(key.prompt)

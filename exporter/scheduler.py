@@ -22,7 +22,6 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from exporter.config import Config
-from exporter.duty import DutyCycle
 from exporter.exposition import Exposition
 from exporter.results import JobKey, ProbeSkip, ResultStore
 from exporter.runner import JobSpec, ProbeRunner
@@ -82,7 +81,6 @@ class ProbeScheduler:
         self._first_done: set[str] = set()
         self._inventoried: set[str] = set()
         self._targets: dict[str, Target] = {}
-        self._duty: dict[str, DutyCycle] = {}
         self._scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
             executors={"default": ThreadPoolExecutor(4)},
@@ -116,7 +114,7 @@ class ProbeScheduler:
     def _add_target(self, target: Target) -> None:
         with self._lock:
             self._targets[target.name] = target
-            self._duty[target.name] = DutyCycle(self.config.probe.max_duty_cycle)
+            target.duty.max_duty = self.config.probe.max_duty_cycle
         self._exposition.register_target(target.name)
         self._scheduler.add_executor(
             StampingExecutor(self.config.probe.concurrency_per_target, self._stamps),
@@ -184,13 +182,13 @@ class ProbeScheduler:
     def _remove_job(self, job_id: str) -> None:
         spec = self._specs.pop(job_id)
         self._first_done.discard(job_id)
-        self._duty[spec.key.target].forget(job_id)
+        spec.target.duty.forget(job_id)
         self._scheduler.remove_job(job_id)
         self._exposition.remove_job(spec.key)
         self._store.forget({spec.key})
 
     def _effective_interval(self, spec: JobSpec) -> float:
-        return spec.interval_s * self._duty[spec.key.target].stretch
+        return spec.interval_s * spec.target.duty.stretch
 
     def _run(self, job_id: str) -> None:
         started = time.time()
@@ -206,7 +204,7 @@ class ProbeScheduler:
         self._after_run(job_id, spec, result, started)
 
     def _after_run(self, job_id: str, spec: JobSpec, result: object, started: float) -> None:
-        duty = self._duty[spec.key.target]
+        duty = spec.target.duty
         if not isinstance(result, ProbeSkip):
             duty.record(job_id, started, time.time(), spec.interval_s)
         stretch_before = duty.stretch

@@ -158,8 +158,13 @@ class ExporterMetrics:
             registry=registry,
         )
         self.reload_ok.set(1)
+        self._targets: set[str] = set()
 
     def register(self, target: str) -> None:
+        """Create a target's series; a reload re-registering a known target changes nothing."""
+        if target in self._targets:
+            return
+        self._targets.add(target)
         self.duty.labels(target).set(0)
         self.stretch.labels(target).set(1)
         self.models_dropped.labels(target).set(0)
@@ -167,5 +172,6 @@ class ExporterMetrics:
         self.queue_wait.labels(target)
 
     def remove(self, target: str) -> None:
+        self._targets.discard(target)
         for metric in (self.duty, self.stretch, self.lag, self.queue_wait, self.models_dropped):
             metric.remove_by_labels({"target": target})

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import ssl
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ from dataclasses import dataclass
 import httpx
 
 from exporter.config import Config, TargetConfig
+from exporter.duty import DutyCycle
 from exporter.exposition import Exposition
 from exporter.ollama import ListedModel, OllamaApi, OllamaApiError, RunningModel, model_key
+from exporter.redact import Redactor, printable
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ class Target:
         self.name = config.name
         self.api = OllamaApi(api_client, config.url, config.headers)
         self.probe_client = probe_client
+        self.redact = Redactor(config.headers.values())
+        self.duty = DutyCycle(1.0)  # limit set by the scheduler; kept across reloads
         self._exposition = exposition
         self._lock = threading.Lock()
         self._inventory: Inventory | None = None
@@ -60,7 +65,11 @@ class Target:
         try:
             listed = self.api.list_models(timeout)
         except OllamaApiError as exc:
-            log.warning("target %s: model listing failed, keeping the last one: %s", self.name, exc)
+            log.warning(
+                "target %s: model listing failed, keeping the last one: %s",
+                self.name,
+                self.redact(str(exc)),
+            )
             return self.inventory is not None
         if not listed and self.inventory is not None:
             log.warning("target %s: empty model listing, keeping the last one", self.name)
@@ -73,35 +82,44 @@ class Target:
         return True
 
     def _select(self, config: Config, listed: Sequence[ListedModel], timeout: float) -> Inventory:
+        if not config.models:
+            return self._discover(config, listed, timeout)
+        # Configured names are probed even when unlisted: a deleted model must show up as
+        # model_not_found failures, not as silence.
         by_key = {model_key(m.name): m for m in listed}
-        if config.models:
-            # Configured names are probed even when unlisted: a deleted model must show up as
-            # model_not_found failures, not as silence.
-            chosen = {
+        return Inventory(
+            {
                 name: by_key.get(model_key(name), _unlisted(name))
                 for name in config.models
                 if not _excluded(name, config.exclude_models)
             }
-            return Inventory(chosen)
+        )
+
+    def _discover(self, config: Config, listed: Sequence[ListedModel], timeout: float) -> Inventory:
+        # Remote/cloud models would send the prompt off the machine: never probed.
         candidates = sorted(
-            (m for m in listed if self._probeable(m, config, timeout)), key=lambda m: m.name
+            (m for m in listed if not m.remote and not _excluded(m.name, config.exclude_models)),
+            key=lambda m: m.name,
         )
         limit = self.config.max_models
-        if len(candidates) > limit:
+        chosen: dict[str, ListedModel] = {}
+        examined = 0
+        # Capabilities may cost an /api/show each, so stop asking once the cap is reached.
+        for model in candidates:
+            if len(chosen) >= limit:
+                break
+            examined += 1
+            if "completion" in self._model_capabilities(model, timeout):
+                chosen[model.name] = model  # embedding-only models cannot generate
+        dropped = len(candidates) - examined
+        if dropped:
             log.warning(
                 "target %s lists %d models, probing the first %d (max_models)",
                 self.name,
                 len(candidates),
                 limit,
             )
-        return Inventory({m.name: m for m in candidates[:limit]}, max(0, len(candidates) - limit))
-
-    def _probeable(self, model: ListedModel, config: Config, timeout: float) -> bool:
-        # Remote/cloud models would send the prompt off the machine; embedding-only models
-        # cannot generate.
-        if model.remote or _excluded(model.name, config.exclude_models):
-            return False
-        return "completion" in self._model_capabilities(model, timeout)
+        return Inventory(chosen, dropped)
 
     def _model_capabilities(self, model: ListedModel, timeout: float) -> tuple[str, ...]:
         if model.capabilities is not None:
@@ -113,8 +131,8 @@ class Target:
                 log.warning(
                     "target %s: /api/show %s failed, assuming it generates: %s",
                     self.name,
-                    model.name,
-                    exc,
+                    printable(model.name),
+                    self.redact(str(exc)),
                 )
                 return ("completion",)
         return self._capabilities[model.name]
@@ -124,7 +142,7 @@ class Target:
         try:
             version: str | None = self.api.version(timeout)
         except OllamaApiError as exc:
-            log.info("target %s: health check failed: %s", self.name, exc)
+            log.info("target %s: health check failed: %s", self.name, self.redact(str(exc)))
             version = None
         self._exposition.health(self.name, version)
         if version is None:
@@ -132,7 +150,7 @@ class Target:
         try:
             running = self.api.running(timeout)
         except OllamaApiError as exc:
-            log.warning("target %s: /api/ps failed: %s", self.name, exc)
+            log.warning("target %s: /api/ps failed: %s", self.name, self.redact(str(exc)))
             return
         self.publish_residency(running)
 
@@ -147,7 +165,9 @@ class Target:
         try:
             running = self.api.running(timeout)
         except OllamaApiError as exc:
-            log.warning("target %s: /api/ps failed before a probe: %s", self.name, exc)
+            log.warning(
+                "target %s: /api/ps failed before a probe: %s", self.name, self.redact(str(exc))
+            )
             return None
         return {model_key(m.name): m for m in running}
 
@@ -167,9 +187,11 @@ def http_clients(config: TargetConfig) -> tuple[httpx.Client, httpx.Client]:
     Probes get no connection reuse: each opens its own connection, so the watchdog can reach
     its socket and a probe's timing includes the connect, as a user's first request would.
     """
-    verify: str | bool = config.tls_ca_file or True
+    verify: ssl.SSLContext | bool = True
     if config.tls_insecure_skip_verify:
         verify = False
+    elif config.tls_ca_file:
+        verify = ssl.create_default_context(cafile=config.tls_ca_file)
     api = httpx.Client(verify=verify, trust_env=False)
     probes = httpx.Client(
         verify=verify, trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)

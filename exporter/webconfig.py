@@ -76,8 +76,28 @@ def load_web_config(path: str | Path) -> WebAccessConfig:
                 )
             }
         )
-        ssl_context(config)  # fail at load, naming the file, rather than at the first request
+        _check_tls(source, config)
     return config
+
+
+def _check_tls(source: str, config: WebAccessConfig) -> None:
+    """Fail at load, naming the web config file and the key, rather than at the first request."""
+    tls = config.tls_server_config
+    assert tls is not None
+    missing = [
+        f"tls_server_config.{name}: no such file: {value}"
+        for name in ("cert_file", "key_file", "client_ca_file")
+        if (value := getattr(tls, name)) is not None and not Path(value).is_file()
+    ]
+    if missing:
+        raise ConfigError(source, missing)
+    try:
+        ssl_context(config)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            source,
+            [f"tls_server_config: cannot use cert_file/key_file/client_ca_file together: {exc}"],
+        ) from None
 
 
 def ssl_context(config: WebAccessConfig) -> ssl.SSLContext | None:
@@ -87,12 +107,9 @@ def ssl_context(config: WebAccessConfig) -> ssl.SSLContext | None:
         return None
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    try:
-        context.load_cert_chain(tls.cert_file, tls.key_file)
-        if tls.client_ca_file:
-            context.load_verify_locations(tls.client_ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(tls.cert_file, [f"tls_server_config: {exc}"]) from None
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.client_ca_file:
+        context.load_verify_locations(tls.client_ca_file)
     if tls.client_auth_type == "RequireAndVerifyClientCert":
         context.verify_mode = ssl.CERT_REQUIRED
     return context

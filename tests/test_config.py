@@ -234,8 +234,8 @@ def test_an_unclosed_ipv6_bracket_in_a_url_is_a_config_error(tmp_path: Path) -> 
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={})
     assert len(caught.value.problems) == 1
-    assert caught.value.problems[0].startswith("targets[0].url: ")
-    assert "http://[::1:11434" in caught.value.problems[0]
+    # The URL itself is not echoed: an unparsable one could hold credentials we cannot strip.
+    assert caught.value.problems == ["targets[0].url: is not a valid URL"]
 
 
 def test_a_regex_that_python_cannot_compile_for_size_is_a_config_error(tmp_path: Path) -> None:
