@@ -11,46 +11,39 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
 from exporter.cli import main
+from tests.exporter_process import (
+    REPO,
+    ExporterProcess,
+    Samples,
+    exporter_env,
+    parse_samples,
+    promtool_check,
+    value,
+    wait_until,
+)
+from tests.exporter_process import series_of as series
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble, split_pieces
 
-REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = Path(__file__).parent / "testdata" / "config"
-NVML_STANDIN = Path(__file__).parent / "fakes" / "nvml_standin"
 ANSWER = "Avocado is rich in potassium and fibre, and it keeps you full."
-T = TypeVar("T")
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 # --- helpers ----------------------------------------------------------------------------------
-
-
-def exporter_env(gpu_standin: bool = False, **extra: str) -> dict[str, str]:
-    """The environment of an exporter subprocess: none of the caller's Ollama settings."""
-    dropped = {"OLLAMA_URL", "OLLAMA_HOST", "OLLAMA_PROBE_EXPORTER_CONFIG", "NVML_STANDIN_CONFIG"}
-    env = {k: v for k, v in os.environ.items() if k not in dropped}
-    paths = [str(NVML_STANDIN)] if gpu_standin else []
-    env["PYTHONPATH"] = os.pathsep.join([*paths, str(REPO)])
-    env.update(extra)
-    return env
 
 
 def run_cli(
@@ -65,118 +58,6 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
-
-
-def wait_until(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        pause.wait(0.05)
-
-
-def parse_samples(text: str) -> Samples:
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
-
-
-def series(samples: Samples, name: str) -> list[dict[str, str]]:
-    return [dict(labels) for (n, labels) in samples if n == name]
-
-
-class Exporter:
-    """A serving `python -m exporter` on a free loopback port, stopped on exit."""
-
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
-        self.config = config
-        self.lines: list[str] = []
-        self._port: int | None = None
-        self._started = threading.Event()
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "exporter",
-                f"--config.file={config}",
-                "--web.listen-address=127.0.0.1:0",
-                "--log.level=info",
-            ],
-            cwd=REPO,
-            env=env if env is not None else exporter_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._reader.start()
-        self.http = httpx.Client(timeout=5.0)
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            found = re.search(r"serving on \S+ \(port (\d+)\)", line)
-            if found:
-                self._port = int(found.group(1))
-                self._started.set()
-        self._started.set()  # the process ended: wake any waiter
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.lines)
-
-    @property
-    def url(self) -> str:
-        if not self._started.wait(20) or self._port is None:
-            raise AssertionError(f"the exporter did not start serving:\n{self.stderr}")
-        return f"http://127.0.0.1:{self._port}"
-
-    def get(self, path: str) -> httpx.Response:
-        return self.http.get(self.url + path)
-
-    def post(self, path: str) -> httpx.Response:
-        return self.http.post(self.url + path)
-
-    def scrape(self) -> str:
-        response = self.get("/metrics")
-        assert response.status_code == 200
-        return response.text
-
-    def samples(self) -> Samples:
-        return parse_samples(self.scrape())
-
-    def wait_ready(self, timeout: float = 20) -> None:
-        wait_until(lambda: self.get("/-/ready").status_code == 200, timeout, "/-/ready")
-
-    def close(self) -> None:
-        self.http.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._reader.join(timeout=5)
-
-    def __enter__(self) -> Exporter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def write_config(path: Path, url: str, prompts: str, probe: str, **extra: str) -> Path:
@@ -500,20 +381,6 @@ REASONS = (
 )
 
 
-def promtool_check(text: str) -> None:
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is not installed (Debian/Ubuntu: apt-get install prometheus)"
-    result = subprocess.run(
-        [promtool, "check", "metrics"],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
 def test_end_to_end_metrics_match_what_the_double_did(tmp_path: Path, double: OllamaDouble) -> None:
     config = write_config(
         tmp_path / "serve.yaml",
@@ -524,7 +391,7 @@ def test_end_to_end_metrics_match_what_the_double_did(tmp_path: Path, double: Ol
         " max_duty_cycle: 1}",
     )
     started = time.time()
-    with Exporter(config, exporter_env(gpu_standin=True)) as exporter:
+    with ExporterProcess(config, env=exporter_env(gpu_standin=True)) as exporter:
         exporter.wait_ready()
 
         def all_resident() -> Samples | None:
@@ -667,7 +534,7 @@ def test_a_stop_signal_ends_a_hanging_probe_within_2s(tmp_path: Path, signum: in
             "  - {id: liveness, text: hi}",
             "{interval: 10m, timeout: 5m, health_interval: 1m}",
         )
-        with Exporter(config) as exporter:
+        with ExporterProcess(config) as exporter:
             assert exporter.url  # serving, so the signal handlers are in place
             double.wait_for_requests(1, "/api/chat", timeout=20)
             assert exporter.get("/-/ready").status_code == 503  # the probe is still hanging
@@ -712,7 +579,7 @@ def solo() -> Iterator[OllamaDouble]:
         yield running
 
 
-def wait_for_probes(exporter: Exporter, prompt: str, more_than: float) -> Samples:
+def wait_for_probes(exporter: ExporterProcess, prompt: str, more_than: float) -> Samples:
     def counted() -> Samples | None:
         samples = exporter.samples()
         job = {"target": "local", "model": "solo:1b", "prompt": prompt}
@@ -729,7 +596,7 @@ def test_reload_drops_removed_series_and_keeps_counting(
     config = write_config(
         tmp_path / "reload.yaml", solo.url, prompts_yaml("keep", "drop"), FAST_PROBE
     )
-    with Exporter(config) as exporter:
+    with ExporterProcess(config) as exporter:
         exporter.wait_ready()
         before = job_values(wait_for_probes(exporter, "keep", 1), "keep")
 
@@ -764,7 +631,7 @@ def test_a_probe_in_flight_during_reload_does_not_bring_back_removed_series(
     probe = "{interval: 3s, timeout: 2s, health_interval: 1s, concurrency_per_target: 2}"
     with OllamaDouble([slow]) as double:
         config = write_config(tmp_path / "r.yaml", double.url, prompts_yaml("keep", "drop"), probe)
-        with Exporter(config) as exporter:
+        with ExporterProcess(config) as exporter:
 
             def drop_in_flight() -> Any:
                 for record in double.requests("/api/chat"):
@@ -792,7 +659,7 @@ def test_a_bad_file_keeps_the_old_config_and_reports_the_failure(
     tmp_path: Path, solo: OllamaDouble
 ) -> None:
     config = write_config(tmp_path / "reload.yaml", solo.url, prompts_yaml("keep"), FAST_PROBE)
-    with Exporter(config) as exporter:
+    with ExporterProcess(config) as exporter:
         exporter.wait_ready()
         assert exporter.get("/-/reload").status_code == 405
         assert exporter.get("/-/reload").headers["Allow"] == "POST"

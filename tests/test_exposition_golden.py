@@ -21,23 +21,13 @@ from exporter.gpu_collector import GpuCollector
 from exporter.ollama import ListedModel, RunningModel
 from exporter.probe import ProbeOutcome, Reason, ServerTimings
 from exporter.results import JobKey, ProbeResult
+from tests.fakes.gpu import FixedGpuReader
 
 GOLDEN = Path(__file__).parent / "golden"
 FINISHED_AT = 1_790_000_000.0
 MODELS = ("gemma3:12b", "mistral:7b")
 PROMPTS = {"liveness": (), "avocado_pl": ("min_words", "contains_any", "language")}
 UUID = "GPU-11111111-2222-3333-4444-555555555555"
-
-
-class FixedGpu:
-    def __init__(self, snapshot: GpuSnapshot) -> None:
-        self.snapshot = snapshot
-
-    def read(self) -> GpuSnapshot:
-        return self.snapshot
-
-    def close(self) -> None:
-        pass
 
 
 GOOD_GPU = GpuSnapshot(
@@ -66,7 +56,7 @@ def _listed(name: str) -> ListedModel:
 
 
 def _exposition(gpu: GpuSnapshot) -> Exposition:
-    exposition = Exposition(live_collectors=[GpuCollector(FixedGpu(gpu))])
+    exposition = Exposition(live_collectors=[GpuCollector(FixedGpuReader(gpu))])
     exposition.register_target("local")
     for model in MODELS:
         for prompt, checks in PROMPTS.items():

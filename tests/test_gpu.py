@@ -35,6 +35,7 @@ from exporter.gpu import (
     ProbeGpuUsage,
 )
 from exporter.gpu_collector import GpuCollector
+from tests.fakes.gpu import FixedGpuReader
 
 REPO = Path(__file__).resolve().parent.parent
 STANDIN_DIR = REPO / "tests" / "fakes" / "nvml_standin"
@@ -365,21 +366,8 @@ def test_standin_reads_json_config_from_environment() -> None:
 # --- GpuCollector -----------------------------------------------------------------------------
 
 
-class FrozenReader:
-    """Hands out one snapshot forever, so repeated get_sample_value calls agree."""
-
-    def __init__(self, snapshot: GpuSnapshot) -> None:
-        self._snapshot = snapshot
-
-    def read(self) -> GpuSnapshot:
-        return self._snapshot
-
-    def close(self) -> None:
-        pass
-
-
 def test_collector_exposes_every_series(nvml: ModuleType) -> None:
-    registry, text = _scrape(FrozenReader(NvmlReader(nvml).read()))
+    registry, text = _scrape(FixedGpuReader(NvmlReader(nvml).read()))
     gpu0 = {"gpu": "0", "uuid": UUID0}
 
     def value(metric: str, **labels: str) -> float | None:
@@ -414,7 +402,7 @@ def test_collector_omits_only_the_unsupported_series(
     nvml: ModuleType, function: str, fields: Sequence[str]
 ) -> None:
     nvml.configure(field_errors={0: {function: "NotSupported"}})
-    registry, _ = _scrape(FrozenReader(NvmlReader(nvml).read()))
+    registry, _ = _scrape(FixedGpuReader(NvmlReader(nvml).read()))
     by_field = {
         "memory_used_bytes": "nvml_gpu_memory_used_bytes",
         "memory_total_bytes": "nvml_gpu_memory_total_bytes",

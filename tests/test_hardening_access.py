@@ -33,19 +33,21 @@ import pytest
 from exporter.cli import main
 from exporter.server import App, HttpServer
 from exporter.webconfig import load_web_config
-from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
-from tests.test_hardening_support import (
+from tests.exporter_process import (
     REPO,
     ExporterProcess,
+    exporter_env,
+    trusting,
+    wait_until,
+)
+from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
+from tests.test_hardening_support import (
     Pki,
     closed_port,
-    exporter_env,
     failures,
     job,
     make_pki,
     successes,
-    trusting,
-    wait_until,
 )
 
 USERS = {"alice": "correct horse", "bob": "battery staple"}

@@ -23,11 +23,18 @@ import trustme
 from exporter.config import TargetConfig
 from exporter.probe import ProbeRequest, Reason, run_probe
 from exporter.targets import http_clients
+from tests.exporter_process import (
+    ExporterProcess,
+    Samples,
+    parse_samples,
+    promtool_check,
+    series_of,
+    value,
+    wait_until,
+)
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
 from tests.test_hardening_support import (
-    ExporterProcess,
     Pki,
-    Samples,
     TlsProxy,
     assert_monotonic,
     closed_port,
@@ -35,14 +42,9 @@ from tests.test_hardening_support import (
     failures,
     job,
     make_pki,
-    parse_samples,
     probes_done,
-    promtool_check,
     self_signed_context,
-    series_of,
     successes,
-    value,
-    wait_until,
 )
 
 REASONS = tuple(r.value for r in Reason)

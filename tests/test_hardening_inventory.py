@@ -22,8 +22,7 @@ from exporter.gpu import DisabledGpuReader
 from exporter.probe import ProbeRequest, Reason, run_probe
 from exporter.service import Service
 from exporter.targets import Target
-from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
-from tests.test_hardening_support import (
+from tests.exporter_process import (
     ExporterProcess,
     parse_samples,
     promtool_check,
@@ -31,6 +30,7 @@ from tests.test_hardening_support import (
     value,
     wait_until,
 )
+from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
 
 MANY = 100_000
 

@@ -21,18 +21,20 @@ import httpx
 import pytest
 
 from exporter.probe import Reason
-from tests.fakes.ollama_double import Fault
-from tests.test_hardening_support import (
-    DoubleProcess,
+from tests.exporter_process import (
     ExporterProcess,
     Samples,
-    cumulative,
-    monotonic_problems,
     parse_samples,
-    probes_done,
     series_of,
     value,
     wait_until,
+)
+from tests.fakes.ollama_double import Fault
+from tests.test_hardening_support import (
+    DoubleProcess,
+    cumulative,
+    monotonic_problems,
+    probes_done,
 )
 
 SCRAPERS = 50

@@ -1,59 +1,36 @@
 """Shared rig of the hardening tests (issue 7), and tests of the rig itself.
 
-The other test_hardening_* modules import from here: a serving `python -m exporter` subprocess
-with its stderr captured (optionally behind TLS and basic auth), a TLS-terminating proxy in
-front of the Ollama double whose certificate can be swapped at run time, certificates made
-with trustme, and the checks every fault test ends with: counters and histograms never go
-down and never vanish. The few tests at the bottom prove that those checks can fail.
+The other test_hardening_* modules import from here: a TLS-terminating proxy in front of the
+Ollama double whose certificate can be swapped at run time, the double in its own process,
+certificates made with trustme, and the checks every fault test ends with: counters and
+histograms never go down and never vanish. The few tests at the bottom prove that those checks
+can fail. The exporter subprocess itself (optionally behind TLS and basic auth) and the
+exposition helpers live in tests/exporter_process.py, shared with tests/test_cli.py.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
-import re
 import select
-import shutil
 import socket
 import ssl
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import httpx
 import pytest
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.exporter_process import REPO, Samples, exporter_env, parse_samples, trusting, value
 from tests.fakes.ollama_double import ModelScript, OllamaDouble
 
-REPO = Path(__file__).resolve().parents[1]
-T = TypeVar("T")
-
-SeriesKey = tuple[str, frozenset[tuple[str, str]]]
-Samples = dict[SeriesKey, float]
-
-
-# --- waiting ---------------------------------------------------------------------------------
-
-
-def wait_until(check: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll `check` until it returns something truthy; fail the test after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    pause = threading.Event()
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
-        pause.wait(0.05)
+# --- ports -----------------------------------------------------------------------------------
 
 
 def closed_port() -> int:
@@ -66,14 +43,6 @@ def closed_port() -> int:
 # --- the exposition --------------------------------------------------------------------------
 
 
-def parse_samples(text: str) -> Samples:
-    samples: Samples = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            samples[(s.name, frozenset(s.labels.items()))] = s.value
-    return samples
-
-
 def cumulative(text: str) -> Samples:
     """Only the samples that must never go down: counters and histograms (all their parts)."""
     samples: Samples = {}
@@ -83,14 +52,6 @@ def cumulative(text: str) -> Samples:
         for s in family.samples:
             samples[(s.name, frozenset(s.labels.items()))] = s.value
     return samples
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
-
-
-def series_of(samples: Samples, name: str) -> list[dict[str, str]]:
-    return [dict(labels) for (n, labels) in samples if n == name]
 
 
 def monotonic_problems(
@@ -117,147 +78,7 @@ def assert_monotonic(
     assert not problems, "\n".join(problems[:20])
 
 
-def promtool_check(text: str) -> None:
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is not installed (Debian/Ubuntu: apt-get install prometheus)"
-    result = subprocess.run(
-        [promtool, "check", "metrics"],
-        input=text,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-
-
-# --- the exporter as users run it ------------------------------------------------------------
-
-
-def exporter_env(**extra: str) -> dict[str, str]:
-    """A subprocess environment without the caller's Ollama and exporter settings."""
-    dropped = {"OLLAMA_URL", "OLLAMA_HOST", "OLLAMA_PROBE_EXPORTER_CONFIG", "NVML_STANDIN_CONFIG"}
-    env = {k: v for k, v in os.environ.items() if k not in dropped}
-    env["PYTHONPATH"] = str(REPO)
-    env.update(extra)
-    return env
-
-
-class ExporterProcess:
-    """`python -m exporter` serving on a free port; stderr is kept; always stopped on exit."""
-
-    def __init__(
-        self,
-        config: Path,
-        *,
-        listen: str = "127.0.0.1:0",
-        web_config: Path | None = None,
-        env: dict[str, str] | None = None,
-        log_level: str = "info",
-        ca_file: Path | None = None,
-        auth: tuple[str, str] | None = None,
-    ) -> None:
-        args = [
-            sys.executable,
-            "-m",
-            "exporter",
-            f"--config.file={config}",
-            f"--web.listen-address={listen}",
-            f"--log.level={log_level}",
-        ]
-        if web_config is not None:
-            args.append(f"--web.config.file={web_config}")
-        self.scheme = "https" if web_config is not None and ca_file is not None else "http"
-        self.lines: list[str] = []
-        self._port: int | None = None
-        self._started = threading.Event()
-        self.proc = subprocess.Popen(
-            args,
-            cwd=REPO,
-            env=env if env is not None else exporter_env(),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
-        self._reader.start()
-        self.http = httpx.Client(timeout=10.0, verify=trusting(ca_file), auth=auth, trust_env=False)
-
-    def _read_stderr(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self.lines.append(line)
-            found = re.search(r"serving on \S+ \(port (\d+)\)", line)
-            if found:
-                self._port = int(found.group(1))
-                self._started.set()
-        self._started.set()  # the process ended: wake any waiter
-
-    @property
-    def stderr(self) -> str:
-        return "".join(self.lines)
-
-    @property
-    def port(self) -> int:
-        if not self._started.wait(20) or self._port is None:
-            raise AssertionError(f"the exporter did not start serving:\n{self.stderr}")
-        return self._port
-
-    @property
-    def url(self) -> str:
-        return f"{self.scheme}://127.0.0.1:{self.port}"
-
-    def get(self, path: str, **kw: object) -> httpx.Response:
-        return self.http.get(self.url + path, **kw)  # type: ignore[arg-type]
-
-    def post(self, path: str, **kw: object) -> httpx.Response:
-        return self.http.post(self.url + path, **kw)  # type: ignore[arg-type]
-
-    def scrape(self) -> str:
-        response = self.get("/metrics")
-        assert response.status_code == 200, response.status_code
-        return response.text
-
-    def samples(self) -> Samples:
-        return parse_samples(self.scrape())
-
-    def text_when(self, check: Callable[[str], object], timeout: float, what: str) -> str:
-        """Scrape until `check` holds on the raw exposition text; return that text."""
-
-        def attempt() -> str | None:
-            text = self.scrape()
-            return text if check(text) else None
-
-        return wait_until(attempt, timeout, what)
-
-    def samples_when(
-        self, check: Callable[[Samples], object], timeout: float, what: str
-    ) -> Samples:
-        """Scrape until `check` holds on the parsed samples; return those samples."""
-
-        def attempt() -> Samples | None:
-            samples = self.samples()
-            return samples if check(samples) else None
-
-        return wait_until(attempt, timeout, what)
-
-    def close(self) -> None:
-        self.http.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
-        self._reader.join(timeout=5)
-
-    def __enter__(self) -> ExporterProcess:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+# --- a probe job's series --------------------------------------------------------------------
 
 
 def job(target: str, model: str, prompt: str = "liveness") -> dict[str, str]:
@@ -345,11 +166,6 @@ class Pki:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         (cert or self.ca.issue_cert("127.0.0.1", "localhost")).configure_cert(context)
         return context
-
-
-def trusting(ca_file: Path | None) -> ssl.SSLContext | bool:
-    """httpx's `verify` for a client that trusts `ca_file` (or the system store)."""
-    return ssl.create_default_context(cafile=str(ca_file)) if ca_file else True
 
 
 def make_pki(directory: Path) -> Pki:

@@ -25,7 +25,7 @@ from exporter.gpu import DisabledGpuReader, GpuDevice, GpuReader, GpuSnapshot
 from exporter.probe import Reason
 from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
 from exporter.runner import JobSpec, ProbeRunner
-from exporter.targets import Target, http_clients
+from exporter.targets import Target
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
 
 WARM = "gemma3:12b"  # resident from the start
@@ -72,14 +72,6 @@ class FakeGpu:
 
     def close(self) -> None:
         pass
-
-
-@pytest.fixture(scope="module")
-def clients() -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    # The production clients; building them loads TLS roots, so one pair serves the module.
-    api, probes = http_clients(parse_config({}, "t", {}).targets[0])
-    with api, probes:
-        yield api, probes
 
 
 @pytest.fixture

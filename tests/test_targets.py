@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.config import Config, parse_config
 from exporter.exposition import Exposition
 from exporter.ollama import OllamaApi, OllamaApiError, model_key
-from exporter.targets import Target, http_clients
+from exporter.targets import Target
 from tests.fakes.ollama_double import ModelScript, OllamaDouble
 
 GEMMA = "gemma3:12b"
@@ -32,13 +32,6 @@ def default_models() -> list[ModelScript]:
         ModelScript("gpt-oss:120b-cloud", family="gptoss", remote=True),
         ModelScript("mistral:7b", family="mistral"),
     ]
-
-
-@pytest.fixture(scope="module")
-def clients() -> Iterator[tuple[httpx.Client, httpx.Client]]:
-    api, probes = http_clients(parse_config({}, "t", {}).targets[0])
-    with api, probes:
-        yield api, probes
 
 
 @pytest.fixture
