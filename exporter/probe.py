@@ -160,6 +160,15 @@ def run_probe(
     """Send one streamed generation request and measure it; never raises for target faults."""
     dog = watchdog or Watchdog(request.timeout)
     start = clock()
+    sent: list[float] = []
+
+    def trace(event: str, info: Mapping[str, Any]) -> None:
+        # The clock of a measured probe starts when the request headers go out: the watchdog's
+        # thread and the TCP connect are the exporter's cost, not the model's.
+        if event == "http11.send_request_headers.started" and not sent:
+            sent.append(clock())
+        dog.trace(event, info)
+
     try:
         with (
             dog,
@@ -169,10 +178,10 @@ def run_probe(
                 json=request.body(),
                 headers=dict(request.headers),
                 timeout=request.timeout,
-                extensions={"trace": dog.trace},
+                extensions={"trace": trace},
             ) as response,
         ):
-            return _read_response(response, request, start, clock)
+            return _read_response(response, request, sent[0] if sent else start, clock)
     except _Failure as failure:
         return _failed(dog, failure.reason, failure.detail, clock() - start)
     except httpx.TimeoutException as exc:

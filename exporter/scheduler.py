@@ -197,8 +197,10 @@ class ProbeScheduler:
         if spec is None:
             return  # removed while queued
         planned, submitted = self._stamps.pop(job_id, (started, started))
-        self._exposition.schedule(spec.key.target, submitted - planned, started - submitted)
         result = self._runner.run(spec, self._effective_interval(spec))
+        # Published after the probe: taking the exposition lock first could hold the probe's
+        # start behind a scrape's render, a delay the lag histogram would never show.
+        self._exposition.schedule(spec.key.target, submitted - planned, started - submitted)
         if result is None:
             return
         self._after_run(job_id, spec, result, started)

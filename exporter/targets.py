@@ -8,12 +8,15 @@ series vanish. Health (/api/version, /api/ps) feeds availability and residency.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import logging
+import os
 import ssl
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import certifi
 import httpx
 
 from exporter.config import Config, TargetConfig
@@ -181,17 +184,26 @@ def _unlisted(name: str) -> ListedModel:
     return ListedModel(name, "", "", "", remote=False, capabilities=None)
 
 
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    """One verifying context per CA file (and version of it): each holds about 1 MB of CAs."""
+    path = ca_file or certifi.where()  # httpx's own default bundle
+    return _context_for(path, os.stat(path).st_mtime_ns)
+
+
+@functools.cache
+def _context_for(path: str, _mtime_ns: int) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=path)
+
+
 def http_clients(config: TargetConfig) -> tuple[httpx.Client, httpx.Client]:
     """Clients for a target's read endpoints and for its probes.
 
     Probes get no connection reuse: each opens its own connection, so the watchdog can reach
     its socket and a probe's timing includes the connect, as a user's first request would.
     """
-    verify: ssl.SSLContext | bool = True
-    if config.tls_insecure_skip_verify:
-        verify = False
-    elif config.tls_ca_file:
-        verify = ssl.create_default_context(cafile=config.tls_ca_file)
+    verify: ssl.SSLContext | bool = False
+    if not config.tls_insecure_skip_verify:
+        verify = _tls_context(config.tls_ca_file)
     api = httpx.Client(verify=verify, trust_env=False)
     probes = httpx.Client(
         verify=verify, trust_env=False, limits=httpx.Limits(max_keepalive_connections=0)
