@@ -1,0 +1,526 @@
+"""Scrape cost against size: the exporter's cached Exposition vs stock prometheus_client.
+
+For each label-set size (targets x models x prompts) the same writes go to two places:
+the exporter's Exposition and a baseline made of the exporter's own metric classes (stock
+Counter/Gauge/Histogram objects) in a fresh CollectorRegistry, rendered with generate_latest
+on every scrape, as a plain prometheus_client exporter would. Both carry the same live
+collectors (process, platform, one fixed GPU). The texts are checked identical (bar the
+process readings), then rendered alternately so machine noise hits both alike.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import http.client
+import itertools
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+from prometheus_client import (
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    generate_latest,
+)
+from prometheus_client.registry import Collector
+
+from benches.common import DoubleHost, Section, Summary, model_spec, ms, summary_ms
+from benches.proposals import IncrementalExposition, no_delay
+from exporter.config import TargetConfig
+from exporter.exposition import Exposition
+from exporter.gpu import GpuDevice, GpuProcess, GpuSnapshot, ProbeGpuUsage
+from exporter.gpu_collector import GpuCollector
+from exporter.metrics import ProbeMetrics
+from exporter.ollama import ListedModel, RunningModel
+from exporter.probe import ProbeOutcome, ProbeRequest, Reason, ServerTimings, Watchdog, run_probe
+from exporter.results import JobKey, ProbeResult
+from exporter.server import App, HttpServer
+from exporter.server_metrics import ExporterMetrics, ServerMetrics
+from exporter.targets import http_clients
+
+SPEEDUP_TARGET = 10.0
+SCRAPE_INTERVAL_S = 15.0  # Prometheus' usual scrape interval
+PROBE_INTERVAL_S = 300.0  # the exporter's default probe interval
+IN_FLIGHT_LIMIT = 1.5
+PROMPTS = {"liveness": (), "gen_regex": ("regex",), "avocado": ("min_words", "contains_any")}
+UUID = "GPU-00000000-1111-2222-3333-444444444444"
+
+
+@dataclass(frozen=True)
+class Runs:
+    """How often to render at one size: the baseline is slow, the cached text is not."""
+
+    rounds: int  # baseline renders (and rounds of exporter renders)
+    repeats: int  # exporter renders per round: many cheap samples for a stable p99
+    stale: int  # renders after one scrape interval's probes ended, each side
+    http: int  # HTTP scrapes per contender (rounds)
+
+
+@dataclass(frozen=True)
+class Params:
+    sizes: tuple[tuple[int, int, int], ...]
+    runs: dict[tuple[int, int, int], Runs]
+    in_flight_runs: int
+    in_flight_probes: int
+
+
+SIZES = ((1, 3, 1), (3, 10, 3), (10, 20, 3))
+FULL = Params(
+    SIZES,
+    {
+        SIZES[0]: Runs(200, 2, 200, 100),
+        SIZES[1]: Runs(50, 5, 30, 25),
+        SIZES[2]: Runs(25, 10, 15, 10),
+    },
+    400,
+    10,
+)
+QUICK = Params(SIZES[:1], {SIZES[0]: Runs(3, 2, 3, 2)}, 6, 2)
+
+
+class FixedGpu:
+    """One GPU that always reads the same, so the GPU collector costs what it would on a host."""
+
+    snapshot = GpuSnapshot(
+        up=True,
+        devices=(
+            GpuDevice(
+                index=0,
+                uuid=UUID,
+                name="NVIDIA H100 80GB HBM3",
+                driver_version="550.54.15",
+                memory_used_bytes=7 << 30,
+                memory_total_bytes=80 << 30,
+                utilization_ratio=0.4,
+                memory_utilization_ratio=0.3,
+                temperature_celsius=61.0,
+                power_watts=300.0,
+                processes=(GpuProcess(pid=4242, name="ollama", used_memory_bytes=7 << 30),),
+            ),
+        ),
+    )
+
+    def read(self) -> GpuSnapshot:
+        return self.snapshot
+
+    def close(self) -> None:
+        pass
+
+
+def live_collectors() -> list[Collector]:
+    # What exporter.cli serves besides the cached part: process, platform and NVML readings.
+    return [PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GpuCollector(FixedGpu())]
+
+
+class Writer(Protocol):
+    """The writer methods the scheduler, runner and health checks call on the Exposition."""
+
+    def register_target(self, target: str) -> None: ...
+    def register_job(self, key: JobKey, checks: tuple[str, ...]) -> None: ...
+    def health(self, target: str, version: str | None) -> None: ...
+    def inventory(self, target: str, models: dict[str, ListedModel], dropped: int) -> None: ...
+    def residency(
+        self, target: str, known: list[str], resident: dict[str, RunningModel]
+    ) -> None: ...
+    def observe(self, result: ProbeResult) -> object: ...
+    def schedule(self, target: str, lag_s: float, queue_wait_s: float) -> None: ...
+    def duty(self, target: str, duty: float, stretch: float) -> None: ...
+
+
+class Baseline:
+    """The same series as stock prometheus_client objects, rendered from scratch every scrape."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.probes = ProbeMetrics(self.registry)
+        self.servers = ServerMetrics(self.registry)
+        self.exporter = ExporterMetrics(self.registry)
+        for collector in live_collectors():
+            self.registry.register(collector)
+
+    def register_target(self, target: str) -> None:
+        self.servers.register(target)
+        self.exporter.register(target)
+
+    def register_job(self, key: JobKey, checks: tuple[str, ...]) -> None:
+        self.probes.register(key, checks)
+
+    def health(self, target: str, version: str | None) -> None:
+        self.servers.health(target, version)
+
+    def inventory(self, target: str, models: dict[str, ListedModel], dropped: int) -> None:
+        self.servers.inventory(target, models)
+        self.exporter.models_dropped.labels(target).set(dropped)
+
+    def residency(self, target: str, known: list[str], resident: dict[str, RunningModel]) -> None:
+        self.servers.residency(target, known, resident)
+
+    def observe(self, result: ProbeResult) -> None:
+        self.probes.observe(result)
+
+    def schedule(self, target: str, lag_s: float, queue_wait_s: float) -> None:
+        self.exporter.lag.labels(target).observe(max(lag_s, 0.0))
+        self.exporter.queue_wait.labels(target).observe(queue_wait_s)
+
+    def duty(self, target: str, duty: float, stretch: float) -> None:
+        self.exporter.duty.labels(target).set(duty)
+        self.exporter.stretch.labels(target).set(stretch)
+
+    def render(self, gzipped: bool = False) -> bytes:
+        text = generate_latest(self.registry)
+        return gzip.compress(text, compresslevel=1) if gzipped else text
+
+
+# --- realistic state -----------------------------------------------------------------------------
+def _keys(size: tuple[int, int, int]) -> Iterator[JobKey]:
+    targets, models, prompts = size
+    for t, m, p in itertools.product(range(targets), range(models), list(PROMPTS)[:prompts]):
+        yield JobKey(f"gpu-node-{t:02d}", f"model-{m:02d}:8b-instruct-q4_K_M", p)
+
+
+def result(key: JobKey, i: int) -> ProbeResult:
+    """A probe outcome with every field filled; every third one fails with a rotating reason."""
+    if i % 3 == 2:
+        reasons = list(Reason)
+        outcome = ProbeOutcome(reasons[i % len(reasons)], "detail", 0.5 + i % 7)
+        return ProbeResult(key, outcome, 1.79e9 + i, 300.0, cold_start=i % 2 == 0)
+    seconds = 1.0 + (i % 13) * 0.7
+    server = ServerTimings(seconds - 0.01, 0.01 * (i % 4), 0.2, seconds - 0.5, 31, 180 + i % 50)
+    answer = "Avocados are rich in potassium and fibre. " * 6
+    outcome = ProbeOutcome(None, "ok", seconds, 0.05 + (i % 9) * 0.1, answer, server)
+    checks = {c: i % 4 != 0 for c in PROMPTS[key.prompt]}
+    gpu = (ProbeGpuUsage(0, UUID, 0.8, 7_600_000_000),)
+    return ProbeResult(key, outcome, 1.79e9 + i, 300.0, i % 5 == 0, checks, gpu, 7_500_000_000)
+
+
+def fill(writer: Writer, size: tuple[int, int, int]) -> list[JobKey]:
+    """Build the state a running exporter of this size has after a few rounds of probes."""
+    keys = list(_keys(size))
+    for target in sorted({k.target for k in keys}):
+        writer.register_target(target)
+        writer.health(target, "0.32.15")
+        models = sorted({k.model for k in keys if k.target == target})
+        listed = {
+            m: ListedModel(m, "llama", "8.0B", "Q4_K_M", False, ("completion",)) for m in models
+        }
+        writer.inventory(target, listed, 0)
+        resident = {m: RunningModel(m, 8 << 30, 7 << 30, None, 8192) for m in models[:2]}
+        writer.residency(target, models, resident)
+        for i in range(5):
+            writer.schedule(target, 0.002 * i, 0.0)
+        writer.duty(target, 0.03, 1.0)
+    for key in keys:
+        writer.register_job(key, PROMPTS[key.prompt])
+    for i, key in enumerate(keys * 3):
+        writer.observe(result(key, i))
+    return keys
+
+
+def _without_live(text: bytes) -> list[bytes]:
+    live = tuple(
+        prefix + name
+        for prefix in (b"", b"# HELP ", b"# TYPE ")
+        for name in (b"process_", b"python_")
+    )
+    return [line for line in text.splitlines() if not line.startswith(live)]
+
+
+# --- timing ----------------------------------------------------------------------------------
+def _timed(render: Callable[[], bytes]) -> float:
+    start = time.perf_counter()
+    render()
+    return time.perf_counter() - start
+
+
+def interleaved(
+    rounds: int,
+    contenders: Mapping[str, Callable[[], bytes]],
+    repeats: Mapping[str, int] | None = None,
+) -> dict[str, list[float]]:
+    """Time each contender once (or `repeats` times) per round, rotating who goes first."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    names = list(contenders)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            for _ in range((repeats or {}).get(name, 1)):
+                times[name].append(_timed(contenders[name]))
+    return times
+
+
+@dataclass
+class Contender:
+    """One way of serving the same series: as shipped, the proposal, or stock."""
+
+    writer: Writer
+    render: Callable[[bool], bytes]
+
+
+NAMES = ("exporter", "proposed", "baseline")
+CHEAP = ("exporter", "proposed")  # cached: many samples per baseline render
+
+
+def _contenders() -> dict[str, Contender]:
+    exposition = Exposition(live_collectors=live_collectors())
+    proposed = IncrementalExposition(live_collectors=live_collectors())
+    baseline = Baseline()
+    return {
+        "exporter": Contender(exposition, exposition.render),
+        "proposed": Contender(proposed, proposed.render),
+        "baseline": Contender(baseline, baseline.render),
+    }
+
+
+def _idle_times(runs: Runs, contenders: dict[str, Contender]) -> dict[str, list[float]]:
+    timed = {
+        f"{name} {kind}": functools.partial(c.render, kind == "gzip")
+        for name, c in contenders.items()
+        for kind in ("plain", "gzip")
+    }
+    repeats = {key: runs.repeats for key in timed if key.split()[0] in CHEAP}
+    return interleaved(runs.rounds, timed, repeats)
+
+
+def ended_per_scrape(jobs: int) -> int:
+    """Probes that end between two scrapes at the defaults: 5 min interval, 15 s scrapes."""
+    return max(1, round(jobs * SCRAPE_INTERVAL_S / PROBE_INTERVAL_S))
+
+
+def _stale_times(
+    runs: int, contenders: dict[str, Contender], keys: list[JobKey]
+) -> dict[str, list[float]]:
+    """Render after the probes of one scrape interval ended (untimed writes); time the render."""
+    times: dict[str, list[float]] = {name: [] for name in contenders}
+    names = list(contenders)
+    ended = ended_per_scrape(len(keys))
+    for r in range(runs):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            for i in range((3 + r) * len(keys), (3 + r) * len(keys) + ended):
+                contenders[name].writer.observe(result(keys[i % len(keys)], i))
+            times[name].append(_timed(functools.partial(contenders[name].render, False)))
+    return times
+
+
+# --- through HTTP ------------------------------------------------------------------------------
+class Scraper:
+    """A keep-alive HTTP client, like Prometheus: one connection, many scrapes."""
+
+    def __init__(self, port: int) -> None:
+        self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def scrape(self, gzipped: bool) -> bytes:
+        headers = {"Accept-Encoding": "gzip"} if gzipped else {}
+        self._conn.request("GET", "/metrics", headers=headers)
+        return self._conn.getresponse().read()
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _serve(metrics: Callable[[bool], bytes]) -> HttpServer:
+    app = App(metrics=metrics, ready=lambda: True, reload=lambda: None, status_page=lambda: "")
+    return HttpServer("127.0.0.1:0", app)
+
+
+def _http_times(runs: Runs, contenders: dict[str, Contender]) -> dict[str, list[float]]:
+    servers = {name: _serve(c.render) for name, c in contenders.items()}
+    no_delay(servers["proposed"])
+    for server in servers.values():
+        server.start()
+    scrapers = {name: Scraper(server.port) for name, server in servers.items()}
+    try:
+        timed = {
+            f"{name} {'gzip' if gz else 'plain'}": functools.partial(scraper.scrape, gz)
+            for name, scraper in scrapers.items()
+            for gz in (False, True)
+        }
+        repeats = {key: runs.repeats for key in timed if key.split()[0] in CHEAP}
+        return interleaved(runs.http, timed, repeats)
+    finally:
+        for scraper in scrapers.values():
+            scraper.close()
+        for server in servers.values():
+            server.stop()
+
+
+# --- probes in flight --------------------------------------------------------------------------
+class InFlight:
+    """N probes streaming from a slow double in this process's threads, as in the exporter."""
+
+    def __init__(self, url: str, n: int) -> None:
+        _, self._client = http_clients(TargetConfig(name="slow", url=url))
+        self._url = url
+        self._dogs = [Watchdog(120.0) for _ in range(n)]
+        self._threads = [threading.Thread(target=self._probe, args=(d,)) for d in self._dogs]
+        self.outcomes: list[ProbeOutcome] = []
+
+    def _probe(self, dog: Watchdog) -> None:
+        request = ProbeRequest(self._url, "chat", "slow:70b", "Why avocados?", 120.0, 1 << 22)
+        self.outcomes.append(run_probe(self._client, request, watchdog=dog))
+
+    def __enter__(self) -> InFlight:
+        for thread in self._threads:
+            thread.start()
+        time.sleep(0.5)  # every probe has connected and is reading tokens
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for dog in self._dogs:
+            dog.cancel()
+        for thread in self._threads:
+            thread.join()
+        self._client.close()
+
+
+def _in_flight(p: Params, render: Callable[[bool], bytes]) -> tuple[list[float], list[float], int]:
+    """Idle and busy render times, in alternating phases so drift hits both."""
+    slow = model_spec("slow:70b", answer="word " * 5000, resident=True, token_interval=0.02)
+    idle: list[float] = []
+    busy: list[float] = []
+    streaming = 0
+    with DoubleHost([{"models": [slow]}]) as host:
+        for phase in range(4):
+            runs = p.in_flight_runs // 2
+            if phase % 2 == 0:
+                idle += [_timed(lambda: render(False)) for _ in range(runs)]
+                continue
+            with InFlight(host.urls[0], p.in_flight_probes) as flight:
+                busy += [_timed(lambda: render(False)) for _ in range(runs)]
+                streaming = max(streaming, p.in_flight_probes - len(flight.outcomes))
+    return idle, busy, streaming
+
+
+# --- the benchmark -----------------------------------------------------------------------------
+def run(p: Params, mode: str) -> Section:
+    section = Section("scrape_cost", "Scrape cost against size", mode)
+    rows: list[list[str]] = []
+    for size in p.sizes:
+        contenders = _contenders()
+        keys = list(_keys(size))
+        for contender in contenders.values():
+            fill(contender.writer, size)
+        texts = {name: _without_live(c.render(False)) for name, c in contenders.items()}
+        same = texts["exporter"] == texts["baseline"]
+        same_proposed = sorted(texts["proposed"]) == sorted(texts["baseline"])
+        label = "x".join(map(str, size))
+        runs = p.runs[size]
+        idle = _idle_times(runs, contenders)
+        stale = _stale_times(runs.stale, contenders, keys)
+        http = _http_times(runs, contenders)
+        exporter = contenders["exporter"]
+        sizes = (len(exporter.render(False)), len(exporter.render(True)))
+        rows += _rows(label, len(keys), idle, stale, http, sizes)
+        _judge(section, label, size, idle, stale, (same, same_proposed))
+        if size == p.sizes[-1]:
+            _judge_in_flight(section, p, label, exporter.render)
+    section.table(
+        "Latency per scrape, median / p99 (n runs, interleaved); exporter = as shipped, "
+        "proposed = benches/proposals.py (per-job text cache, cached gzip, TCP_NODELAY), "
+        "baseline = stock prometheus_client rendered per scrape",
+        ["size", "jobs", "what", *NAMES, "speed-up as shipped", "speed-up proposed", "bytes"],
+        rows,
+    )
+    section.notes.append(
+        "Steady state at 10x20x3 with the default 5 min interval: 600 jobs end 2 probes a "
+        "second, 30 between two 15 s scrapes, so a scrape almost never finds the cached text "
+        "current; the row after one scrape interval of probes is what Prometheus pays. Renders "
+        "hold the exposition lock, so writers (probe ends, and the schedule-lag observation at "
+        "each probe's start) wait for them."
+    )
+    return section
+
+
+def _pair(values: list[float]) -> str:
+    s = Summary.of(values)
+    return f"{ms(s.median, 2)} / {ms(s.p99, 2)} (n={s.n})"
+
+
+def _speedup(base: list[float], mine: list[float]) -> float:
+    return Summary.of(base).median / Summary.of(mine).median
+
+
+def _rows(
+    label: str,
+    jobs: int,
+    idle: dict[str, list[float]],
+    stale: dict[str, list[float]],
+    http: dict[str, list[float]],
+    sizes: tuple[int, int],
+) -> list[list[str]]:
+    plain, gz = f"{sizes[0]:,}", f"{sizes[1]:,}"
+    measured = [
+        ("render, unchanged since the last scrape", {n: idle[f"{n} plain"] for n in NAMES}, plain),
+        ("render + gzip, unchanged", {n: idle[f"{n} gzip"] for n in NAMES}, gz),
+        (
+            f"render after {ended_per_scrape(jobs)} probe(s) ended (one scrape interval)",
+            stale,
+            plain,
+        ),
+        ("HTTP GET /metrics, unchanged", {n: http[f"{n} plain"] for n in NAMES}, plain),
+        ("HTTP GET /metrics gzip, unchanged", {n: http[f"{n} gzip"] for n in NAMES}, gz),
+    ]
+    return [
+        [
+            label,
+            str(jobs),
+            what,
+            *(_pair(times[n]) for n in NAMES),
+            f"{_speedup(times['baseline'], times['exporter']):.1f}x",
+            f"{_speedup(times['baseline'], times['proposed']):.1f}x",
+            size,
+        ]
+        for what, times, size in measured
+    ]
+
+
+def _judge(
+    section: Section,
+    label: str,
+    size: tuple[int, int, int],
+    idle: dict[str, list[float]],
+    stale: dict[str, list[float]],
+    same: tuple[bool, bool],
+) -> None:
+    section.add(
+        f"same series as the baseline ({label})",
+        f"as shipped: {'identical' if same[0] else 'DIFFERENT'}; proposed: "
+        f"{'same lines' if same[1] else 'DIFFERENT'} (order differs)",
+        "identical",
+        all(same),
+    )
+    if size != SIZES[-1]:
+        return
+    for what, exp, base in (
+        ("plain", idle["exporter plain"], idle["baseline plain"]),
+        ("gzip", idle["exporter gzip"], idle["baseline gzip"]),
+        ("after one scrape interval of probes ended", stale["exporter"], stale["baseline"]),
+    ):
+        section.add(
+            f"speed-up vs baseline at {label}, {what}",
+            f"{_speedup(base, exp):.1f}x ({ms(Summary.of(exp).median)} vs "
+            f"{ms(Summary.of(base).median)})",
+            ">= 10x",
+            _speedup(base, exp) >= SPEEDUP_TARGET,
+        )
+    section.add(
+        f"proposed, after one scrape interval of probes ended at {label}",
+        f"{_speedup(stale['baseline'], stale['proposed']):.1f}x "
+        f"({ms(Summary.of(stale['proposed']).median)})",
+    )
+
+
+def _judge_in_flight(
+    section: Section, p: Params, label: str, render: Callable[[bool], bytes]
+) -> None:
+    idle, busy, streaming = _in_flight(p, render)
+    ratio = Summary.of(busy).p99 / Summary.of(idle).p99
+    section.add(
+        f"render p99 with {p.in_flight_probes} probes in flight vs idle ({label})",
+        f"{ratio:.2f}x: in flight {summary_ms(Summary.of(busy))}; "
+        f"idle {summary_ms(Summary.of(idle))}; {streaming} probes still streaming at the end",
+        "<= 1.5x",
+        ratio <= IN_FLIGHT_LIMIT,
+    )

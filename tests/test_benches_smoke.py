@@ -1,0 +1,78 @@
+"""Smoke run of the benchmarks at their tiny size: each must run and report its figures.
+
+Benchmarks are not timed tests, so nothing here checks a target; the numbers of a quick run on
+a busy CI machine mean nothing. What must hold: `benches/run --quick` exits 0, every benchmark
+produces its figures without raising, and RESULTS.md is written with every section.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benches.common import Summary, quantile, slope_with_error
+from benches.scheduler import match_plans
+
+REPO = Path(__file__).resolve().parent.parent
+EXPECTED = {
+    "fidelity": ("|exporter total - double| (1 target)", "|exporter TTFT - double| (1 target)"),
+    "scrape_cost": ("same series as the baseline (1x3x1)",),
+    "footprint": ("RSS [as shipped]", "idle CPU between probes [as shipped]", "RSS [proposed]"),
+    "scheduler": (
+        "start lag, external (double's receipt - logged plan)",
+        "runs skipped or doubled",
+    ),
+    "cost_to_ollama": ("/api/show (model details)", "duty cycle, exporter vs double"),
+}
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("benches")
+    result = subprocess.run(
+        [str(REPO / "benches" / "run"), "--quick", "--out", str(out)],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_each_benchmark_reports_its_figures(quick_run: Path, name: str) -> None:
+    saved = json.loads((quick_run / "results" / f"{name}.json").read_text())
+    figures = {f["name"]: f for f in saved["section"]["figures"]}
+    assert not [n for n in figures if n.startswith("error")], saved["section"]["notes"]
+    for expected in EXPECTED[name]:
+        assert expected in figures, sorted(figures)
+        assert figures[expected]["value"]
+        assert figures[expected]["ok"] is None  # quick mode carries no verdicts
+
+
+def test_results_file_has_every_section(quick_run: Path) -> None:
+    text = (quick_run / "RESULTS.md").read_text()
+    assert "## Machine and run" in text and "benches/run --quick" in text
+    for name in EXPECTED:
+        assert f"(`{name}`)" in text
+
+
+def test_statistics_helpers() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert quantile(values, 0.99) == 99.0  # nearest rank, no interpolation
+    assert Summary.of(values).median == 50.5
+    slope, error = slope_with_error([(t * 60.0, 2.0 * t) for t in range(10)])
+    assert slope == pytest.approx(120.0) and error == pytest.approx(0.0, abs=1e-9)
+
+
+def test_plans_are_matched_to_the_job_whose_requests_follow_them() -> None:
+    plans = {"0xa": [0.0, 61.0, 125.0], "0xb": [0.0, 63.0, 122.0]}
+    receipts = {(0, "m", "p"): [0.01, 63.02, 122.01], (1, "m", "p"): [0.02, 61.01, 125.03]}
+    assert match_plans(plans, receipts) == {"0xa": (1, "m", "p"), "0xb": (0, "m", "p")}
