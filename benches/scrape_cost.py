@@ -29,12 +29,11 @@ from prometheus_client import (
 from prometheus_client.registry import Collector
 
 from benches.common import DoubleHost, Section, Summary, model_spec, ms, summary_ms
-from benches.proposals import IncrementalExposition, no_delay
+from benches.stock import StockProbeMetrics
 from exporter.config import TargetConfig
 from exporter.exposition import Exposition
 from exporter.gpu import GpuDevice, GpuProcess, GpuSnapshot, ProbeGpuUsage
 from exporter.gpu_collector import GpuCollector
-from exporter.metrics import ProbeMetrics
 from exporter.ollama import ListedModel, RunningModel
 from exporter.probe import ProbeOutcome, ProbeRequest, Reason, ServerTimings, Watchdog, run_probe
 from exporter.results import JobKey, ProbeResult
@@ -136,7 +135,7 @@ class Baseline:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.probes = ProbeMetrics(self.registry)
+        self.probes = StockProbeMetrics(self.registry)
         self.servers = ServerMetrics(self.registry)
         self.exporter = ExporterMetrics(self.registry)
         for collector in live_collectors():
@@ -253,23 +252,21 @@ def interleaved(
 
 @dataclass
 class Contender:
-    """One way of serving the same series: as shipped, the proposal, or stock."""
+    """One way of serving the same series: as shipped, or stock."""
 
     writer: Writer
     render: Callable[[bool], bytes]
 
 
-NAMES = ("exporter", "proposed", "baseline")
-CHEAP = ("exporter", "proposed")  # cached: many samples per baseline render
+NAMES = ("exporter", "baseline")
+CHEAP = ("exporter",)  # cached: many samples per baseline render
 
 
 def _contenders() -> dict[str, Contender]:
     exposition = Exposition(live_collectors=live_collectors())
-    proposed = IncrementalExposition(live_collectors=live_collectors())
     baseline = Baseline()
     return {
         "exporter": Contender(exposition, exposition.render),
-        "proposed": Contender(proposed, proposed.render),
         "baseline": Contender(baseline, baseline.render),
     }
 
@@ -327,7 +324,6 @@ def _serve(metrics: Callable[[bool], bytes]) -> HttpServer:
 
 def _http_times(runs: Runs, contenders: dict[str, Contender]) -> dict[str, list[float]]:
     servers = {name: _serve(c.render) for name, c in contenders.items()}
-    no_delay(servers["proposed"])
     for server in servers.values():
         server.start()
     scrapers = {name: Scraper(server.port) for name, server in servers.items()}
@@ -403,8 +399,10 @@ def run(p: Params, mode: str) -> Section:
         for contender in contenders.values():
             fill(contender.writer, size)
         texts = {name: _without_live(c.render(False)) for name, c in contenders.items()}
-        same = texts["exporter"] == texts["baseline"]
-        same_proposed = sorted(texts["proposed"]) == sorted(texts["baseline"])
+        same = (
+            texts["exporter"] == texts["baseline"],
+            sorted(texts["exporter"]) == sorted(texts["baseline"]),
+        )
         label = "x".join(map(str, size))
         runs = p.runs[size]
         idle = _idle_times(runs, contenders)
@@ -413,22 +411,22 @@ def run(p: Params, mode: str) -> Section:
         exporter = contenders["exporter"]
         sizes = (len(exporter.render(False)), len(exporter.render(True)))
         rows += _rows(label, len(keys), idle, stale, http, sizes)
-        _judge(section, label, size, idle, stale, (same, same_proposed))
+        _judge(section, label, size, idle, stale, same)
         if size == p.sizes[-1]:
             _judge_in_flight(section, p, label, exporter.render)
     section.table(
         "Latency per scrape, median / p99 (n runs, interleaved); exporter = as shipped, "
-        "proposed = benches/proposals.py (per-job text cache, cached gzip, TCP_NODELAY), "
-        "baseline = stock prometheus_client rendered per scrape",
-        ["size", "jobs", "what", *NAMES, "speed-up as shipped", "speed-up proposed", "bytes"],
+        "baseline = stock prometheus_client (benches/stock.py) rendered per scrape",
+        ["size", "jobs", "what", *NAMES, "speed-up", "bytes"],
         rows,
     )
     section.notes.append(
         "Steady state at 10x20x3 with the default 5 min interval: 600 jobs end 2 probes a "
         "second, 30 between two 15 s scrapes, so a scrape almost never finds the cached text "
-        "current; the row after one scrape interval of probes is what Prometheus pays. Renders "
-        "hold the exposition lock, so writers (probe ends, and the schedule-lag observation at "
-        "each probe's start) wait for them."
+        "current; the row after one scrape interval of probes is what Prometheus pays. The "
+        "exporter re-renders only the jobs whose probe ended since the last scrape (and the "
+        "small per-target part when it changed); renders hold the exposition lock, so probe "
+        "ends wait for them."
     )
     return section
 
@@ -469,7 +467,6 @@ def _rows(
             what,
             *(_pair(times[n]) for n in NAMES),
             f"{_speedup(times['baseline'], times['exporter']):.1f}x",
-            f"{_speedup(times['baseline'], times['proposed']):.1f}x",
             size,
         ]
         for what, times, size in measured
@@ -486,10 +483,9 @@ def _judge(
 ) -> None:
     section.add(
         f"same series as the baseline ({label})",
-        f"as shipped: {'identical' if same[0] else 'DIFFERENT'}; proposed: "
-        f"{'same lines' if same[1] else 'DIFFERENT'} (order differs)",
-        "identical",
-        all(same),
+        "identical" if same[0] else ("same lines, other order" if same[1] else "DIFFERENT"),
+        "same lines",
+        same[1],
     )
     if size != SIZES[-1]:
         return
@@ -505,11 +501,6 @@ def _judge(
             ">= 10x",
             _speedup(base, exp) >= SPEEDUP_TARGET,
         )
-    section.add(
-        f"proposed, after one scrape interval of probes ended at {label}",
-        f"{_speedup(stale['baseline'], stale['proposed']):.1f}x "
-        f"({ms(Summary.of(stale['proposed']).median)})",
-    )
 
 
 def _judge_in_flight(

@@ -1,9 +1,11 @@
 """The /metrics text: cached probe and server series plus live process and GPU readings.
 
 Writers (probe jobs, health checks, the scheduler) call the methods below; each runs under one
-lock and bumps a version. A scrape re-renders the cached part only when the version moved, so
-its cost does not grow with probe time and it never waits for a probe in flight. Process and
-NVML readings are cheap and describe "now", so they are collected fresh at every scrape.
+lock and bumps a version. A scrape rebuilds the cached part only when the version moved, and
+then re-renders only what changed: the jobs whose probe ended (exporter.metrics keeps their text
+per job) and the small per-target registry if one of its writers ran. So a scrape's cost does
+not grow with probe time, and it never waits for a probe in flight. Process and NVML readings
+are cheap and describe "now", so they are collected fresh at every scrape.
 """
 
 from __future__ import annotations
@@ -34,7 +36,23 @@ R = TypeVar("R")
 
 
 def _write(method: Callable[P, R]) -> Callable[P, R]:
-    """Run a writer under the exposition lock and invalidate the cached text."""
+    """Run a writer of the per-target registry under the lock; invalidate the cached text."""
+
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        self = args[0]
+        assert isinstance(self, Exposition)
+        with self._lock:
+            result = method(*args, **kwargs)
+            self._version += 1
+            self._registry_version += 1
+            return result
+
+    wrapper.__doc__ = method.__doc__
+    return wrapper
+
+
+def _write_probes(method: Callable[P, R]) -> Callable[P, R]:
+    """Run a writer of probe series (which marks its own job dirty) under the lock."""
 
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         self = args[0]
@@ -54,24 +72,23 @@ class Exposition:
     def __init__(self, live_collectors: Iterable[Collector] = (PROCESS_COLLECTOR,)) -> None:
         self._lock = threading.Lock()
         self._version = 0
-        self._cache: tuple[int, bytes] = (-1, b"")
-        self._jobs: set[JobKey] = set()
+        self._registry_version = 0
+        self._cache = _Cached(-1, b"")
+        self._registry_cache: tuple[int, bytes] = (-1, b"")
+        self.probes = ProbeMetrics()
         self._registry = CollectorRegistry(auto_describe=False)
-        self.probes = ProbeMetrics(self._registry)
         self.servers = ServerMetrics(self._registry)
         self.exporter = ExporterMetrics(self._registry)
         self._live = CollectorRegistry(auto_describe=False)
         for collector in live_collectors:
             self._live.register(collector)
 
-    @_write
+    @_write_probes
     def register_job(self, key: JobKey, checks: Iterable[str]) -> None:
-        self._jobs.add(key)
         self.probes.register(key, checks)
 
-    @_write
+    @_write_probes
     def remove_job(self, key: JobKey) -> None:
-        self._jobs.discard(key)
         self.probes.remove(key)
 
     @_write
@@ -84,20 +101,20 @@ class Exposition:
         self.servers.remove(target)
         self.exporter.remove(target)
 
-    @_write
+    @_write_probes
     def observe(self, result: ProbeResult) -> bool:
         """Apply a probe's result; False (and nothing changes) if its job was removed.
 
         A probe still in flight when a reload removed its job must not bring its series back.
         """
-        if result.key not in self._jobs:
+        if result.key not in self.probes:
             return False
         self.probes.observe(result)
         return True
 
-    @_write
+    @_write_probes
     def skip(self, item: ProbeSkip) -> bool:
-        if item.key not in self._jobs:
+        if item.key not in self.probes:
             return False
         self.probes.skip(item)
         return True
@@ -132,10 +149,38 @@ class Exposition:
         self.exporter.stretch.labels(target).set(stretch)
 
     def render(self, gzipped: bool = False) -> bytes:
-        """The whole exposition text; gzip-compressed when asked."""
+        """The whole exposition text; gzip-compressed when asked.
+
+        The gzip of the cached part is kept too; the live part is compressed on its own and
+        appended as a second gzip member, which every gzip reader (Go's, Python's) joins.
+        """
         with self._lock:
-            if self._cache[0] != self._version:
-                self._cache = (self._version, generate_latest(self._registry))
-            cached = self._cache[1]
-        text = cached + generate_latest(self._live)
-        return gzip.compress(text, compresslevel=1) if gzipped else text
+            if self._cache.version != self._version:
+                self._cache = _Cached(self._version, self.probes.render() + self._registry_text())
+            cache = self._cache
+        live = generate_latest(self._live)
+        if not gzipped:
+            return cache.text + live
+        return cache.gzipped() + gzip.compress(live, compresslevel=1)
+
+    def _registry_text(self) -> bytes:
+        if self._registry_cache[0] != self._registry_version:
+            self._registry_cache = (self._registry_version, generate_latest(self._registry))
+        return self._registry_cache[1]
+
+
+class _Cached:
+    """One version of the cached text and, once a gzipped scrape asked for it, its gzip."""
+
+    def __init__(self, version: int, text: bytes) -> None:
+        self.version = version
+        self.text = text
+        self._lock = threading.Lock()
+        self._gzipped: bytes | None = None
+
+    def gzipped(self) -> bytes:
+        # Compressed outside the exposition lock, so writers do not wait for it.
+        with self._lock:
+            if self._gzipped is None:
+                self._gzipped = gzip.compress(self.text, compresslevel=1)
+            return self._gzipped

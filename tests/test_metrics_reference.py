@@ -1,0 +1,150 @@
+"""The probe series' own rendering against stock prometheus_client holding the same series.
+
+exporter.metrics keeps plain per-job state and re-renders only the jobs that changed; stock
+prometheus_client objects (benches/stock.py, the scrape-cost baseline) are the reference. The
+same writes go to both, and after every write the two texts must carry the same family headers in
+the same order and the same sample lines, so a stale per-job cache or an escaping slip shows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import itertools
+import random
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+
+from benches.stock import StockProbeMetrics
+from exporter.exposition import Exposition
+from exporter.gpu import ProbeGpuUsage
+from exporter.metrics import ProbeMetrics
+from exporter.probe import ProbeOutcome, Reason, ServerTimings
+from exporter.results import JobKey, ProbeResult, ProbeSkip
+
+HOSTILE = ('quote"d', "back\\slash", "new\nline", "zażółć:7b", "🥑", "", "a,b=c}")
+CHECKS = ("min_words", "contains_any", "language")
+
+
+class Pair:
+    """The exporter's ProbeMetrics and the stock reference, written to alike."""
+
+    def __init__(self) -> None:
+        self.mine = ProbeMetrics()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.stock = StockProbeMetrics(self.registry)
+
+    def register(self, key: JobKey, checks: tuple[str, ...]) -> None:
+        self.mine.register(key, checks)
+        self.stock.register(key, checks)
+
+    def remove(self, key: JobKey) -> None:
+        self.mine.remove(key)
+        self.stock.remove(key)
+
+    def observe(self, result: ProbeResult) -> None:
+        self.mine.observe(result)
+        self.stock.observe(result)
+
+    def skip(self, item: ProbeSkip) -> None:
+        self.mine.skip(item)
+        self.stock.skip(item)
+
+    def assert_same(self) -> None:
+        mine = self.mine.render().decode().splitlines()
+        stock = generate_latest(self.registry).decode().splitlines()
+        assert [h for h in mine if h.startswith("#")] == [h for h in stock if h.startswith("#")]
+        assert sorted(mine) == sorted(stock)
+
+
+def _result(key: JobKey, rng: random.Random, i: int) -> ProbeResult:
+    cold = rng.choice([None, True, False])
+    if rng.random() < 0.3:
+        reason = rng.choice(list(Reason))
+        outcome = ProbeOutcome(reason, "detail", rng.uniform(0, 700))
+        return ProbeResult(key, outcome, 1.79e9 + i, rng.choice([60.0, 300.0, 1e7]), cold)
+    seconds = rng.choice([0.0, 0.1, 0.25, 1e-9, 59.999, 60.0, 600.0, 601.0, rng.uniform(0, 700)])
+    server = ServerTimings(
+        total_s=rng.choice([None, seconds]),
+        load_s=rng.choice([None, 0.0, 0.5]),
+        prompt_eval_s=rng.choice([None, 0.2]),
+        eval_s=rng.choice([None, 0.0, seconds / 2 + 1e-6]),
+        prompt_tokens=rng.choice([None, 31]),
+        eval_count=rng.choice([None, 0, 400, 2_500_000]),  # large: Go-style exponent
+        done_reason="stop",
+    )
+    outcome = ProbeOutcome(
+        None,
+        "ok",
+        seconds,
+        rng.choice([None, seconds / 3]),
+        "Awokado zawiera potas. " * rng.randint(0, 5),
+        rng.choice([None, server]),
+    )
+    checks = {c: rng.random() < 0.5 for c in rng.sample(CHECKS, rng.randint(0, 3))}
+    gpu = tuple(
+        ProbeGpuUsage(g, f"GPU-{g}", rng.choice([None, 0.87]), rng.choice([None, 7 << 30]))
+        for g in range(rng.randint(0, 2))
+    )
+    return ProbeResult(key, outcome, 1.79e9 + i, 300.0, cold, checks, gpu, 7_500_000_000)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_same_lines_as_stock_after_every_write(seed: int) -> None:
+    rng = random.Random(seed)
+    keys = [
+        JobKey(t, m, p)
+        for t, m, p in itertools.product(
+            ["local", 'quote"d back\\slash'], ["gemma3:12b", *HOSTILE[3:]], ["ok", "p\n"]
+        )
+    ]
+    pair = Pair()
+    registered: set[JobKey] = set()
+    pair.assert_same()  # headers only
+    for i in range(150):
+        key = rng.choice(keys)
+        if key not in registered:
+            pair.register(key, tuple(rng.sample(CHECKS, rng.randint(0, 3))))
+            registered.add(key)
+        elif rng.random() < 0.05:
+            pair.remove(key)  # a job that left the inventory takes its series with it
+            registered.discard(key)
+        elif rng.random() < 0.05:
+            pair.register(key, CHECKS)  # a reload: the job keeps its values
+        elif rng.random() < 0.15:
+            reason = rng.choice(["not_loaded", "residency_unknown", "overrun"])
+            pair.skip(ProbeSkip(key, reason, "skipped", 1.79e9 + i, 300.0))
+        else:
+            pair.observe(_result(key, rng, i))
+        pair.assert_same()
+
+
+def test_counters_survive_re_registration_and_reset_after_removal() -> None:
+    metrics = ProbeMetrics()
+    key = JobKey("local", "gemma3:12b", "liveness")
+    failed = ProbeResult(key, ProbeOutcome(Reason.CONNECT, "refused", 0.01), 1.79e9, 300.0)
+    metrics.register(key, ())
+    metrics.observe(failed)
+    metrics.register(key, ("min_words",))
+    line = 'ollama_probes_total{model="gemma3:12b",prompt="liveness",target="local"}'
+    assert f"{line} 1.0" in metrics.render().decode().splitlines()
+    metrics.remove(key)
+    metrics.register(key, ())
+    assert f"{line} 0.0" in metrics.render().decode().splitlines()
+
+
+def test_gzip_is_the_same_text_and_follows_writes() -> None:
+    exposition = Exposition(live_collectors=())
+    key = JobKey("local", "gemma3:12b", "liveness")
+    exposition.register_target("local")
+    exposition.register_job(key, ())
+    first = exposition.render()
+    assert gzip.decompress(exposition.render(gzipped=True)) == first
+    exposition.observe(ProbeResult(key, ProbeOutcome(Reason.TIMEOUT, "t", 120.0), 1.79e9, 300.0))
+    second = exposition.render()
+    assert second != first
+    assert gzip.decompress(exposition.render(gzipped=True)) == second
+    exposition.health("local", "0.32.15")  # a write to the per-target part
+    third = exposition.render()
+    assert b'ollama_build_info{target="local",version="0.32.15"} 1.0' in third
+    assert gzip.decompress(exposition.render(gzipped=True)) == third
