@@ -6,8 +6,7 @@
     benches/run --render-only        rewrite RESULTS.md from benches/results/*.json
 
 Full mode runs in phases (PHASES): the timing-sensitive benchmarks alone, then the footprint
-soak beside the light cost benchmark, then the scheduler as shipped beside the scheduler with
-the proposals of benches/proposals.py, so before and after share the same machine.
+soak beside the light cost benchmark, then the scheduler alone.
 """
 
 from __future__ import annotations
@@ -35,17 +34,12 @@ BENCHES: dict[str, ModuleType] = {
     "footprint": footprint,
     "scheduler": scheduler,
 }
-# Prototypes of exporter changes measured beside the shipped code (see benches/proposals.py).
-EXTRA: dict[str, tuple[ModuleType, str, str]] = {
-    "scheduler_proposed": (scheduler, "PROPOSED", "PROPOSED_QUICK")
-}
-# Timing-sensitive ones alone, then the soak beside the light cost benchmark, then the two
-# schedulers side by side (so "as shipped" and "proposed" share the same machine).
+# Timing-sensitive ones alone, then the soak beside the light cost benchmark, then the scheduler.
 PHASES = (
     ("fidelity",),
     ("scrape_cost",),
     ("footprint", "cost_to_ollama"),
-    ("scheduler", "scheduler_proposed"),
+    ("scheduler",),
 )
 HERE = Path(__file__).resolve().parent
 
@@ -56,7 +50,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--only",
         action="append",
-        choices=sorted([*BENCHES, *EXTRA]),
+        choices=sorted(BENCHES),
         help="run only this benchmark (repeatable); others keep their saved results",
     )
     parser.add_argument(
@@ -76,8 +70,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def _run_one(name: str, quick: bool) -> common.Section:
-    module, full, tiny = EXTRA[name] if name in EXTRA else (BENCHES[name], "FULL", "QUICK")
-    params = getattr(module, tiny if quick else full)
+    module = BENCHES[name]
+    params = module.QUICK if quick else module.FULL
     started = datetime.now(UTC)
     t0 = time.monotonic()
     print(f"[{started:%H:%M:%S}] {name}: started", file=sys.stderr, flush=True)
@@ -128,7 +122,7 @@ def _save(out: Path, sections: list[common.Section], meta: dict[str, Any]) -> di
         payload = {"meta": meta, "section": section.to_json()}
         (results / f"{section.name}.json").write_text(json.dumps(payload, indent=1) + "\n")
     saved = {}
-    for name in [*BENCHES, *EXTRA]:
+    for name in BENCHES:
         path = results / f"{name}.json"
         if path.exists():
             saved[name] = json.loads(path.read_text())
@@ -137,7 +131,7 @@ def _save(out: Path, sections: list[common.Section], meta: dict[str, Any]) -> di
 
 def main(argv: list[str] | None = None, write: Callable[[str], Any] = sys.stdout.write) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
-    names = args.only or [*BENCHES, *EXTRA]
+    names = args.only or list(BENCHES)
     command = "benches/run" + "".join(f" {shlex.quote(a)}" for a in (argv or sys.argv[1:]))
     meta = common.machine() | {
         "date": f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC",

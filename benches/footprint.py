@@ -172,19 +172,14 @@ def _idle_cpu(exporter: ExporterProcess, seconds: float) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Variant:
-    """One exporter build to soak: the shipped CLI, or the CLI with the proposals applied."""
+    """One exporter build to soak (a second one could run beside it, as a before/after)."""
 
     name: str
     module: str
     env: dict[str, str]
 
 
-VARIANTS = (
-    Variant("as shipped", "exporter", {}),
-    # The code prototypes plus glibc's arena cap, which keeps many short-lived threads from
-    # each growing a malloc arena of their own.
-    Variant("proposed", "benches.exporter_proposed", {"MALLOC_ARENA_MAX": "2"}),
-)
+VARIANTS = (Variant("as shipped", "exporter", {}),)
 
 
 @dataclass
@@ -208,7 +203,7 @@ def _soak(p: Params, variant: Variant) -> Soak:
             final = exp.metrics()
             # Long intervals after a reload: what remains is the exporter's idle cost.
             exp.reload(config(host.urls, p, p.idle_interval_s, health_s=15.0))
-            # The proposal spreads first runs over up to 60 s; the hanging ones then time out.
+            # First runs are paced at start-up; the hanging ones then time out.
             exp.wait_ready(180.0)
             time.sleep(min(5.0, p.idle_s))  # let the hanging probes hit their deadline
             idle_cpu, idle_probes = _idle_cpu(exp, p.idle_s)
@@ -234,12 +229,7 @@ def run(p: Params, mode: str) -> Section:
         if variant.name in soaks:
             judged = variant is VARIANTS[0]
             _report(section, p, variant.name, soaks[variant.name], judged=judged)
-    section.notes.append(
-        "Both variants soaked at the same time, each against its own doubles: "
-        '"as shipped" is `python -m exporter`; "proposed" is `python -m '
-        "benches.exporter_proposed` (benches/proposals.py patched in) with MALLOC_ARENA_MAX=2. "
-        'Targets are judged on "as shipped".'
-    )
+    section.notes.append('"as shipped" is `python -m exporter`, against doubles of its own.')
     return section
 
 

@@ -12,7 +12,6 @@ ORDER = (
     "scrape_cost",
     "footprint",
     "scheduler",
-    "scheduler_proposed",
     "cost_to_ollama",
 )
 

@@ -16,7 +16,6 @@ outside: the jitter is drawn inside the exporter. Two external views are used:
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import re
 import threading
@@ -61,16 +60,10 @@ class Params:
     interval_s: float
     duration_s: float
     scrape_every_s: float
-    # The exporter to run: the shipped CLI (with its scheduler log kept), or with the proposals.
-    module: str = "benches.exporter_logged"
-    variant: str = "as shipped"
 
 
 FULL = Params(20, 10, 3, 60.0, 600.0, 15.0)
 QUICK = Params(2, 2, 1, 1.0, 5.0, 1.0)
-PROPOSED = dataclasses.replace(FULL, module="benches.exporter_proposed", variant="proposed")
-PROPOSED_QUICK = dataclasses.replace(QUICK, module="benches.exporter_proposed", variant="proposed")
-SCHEDULE_LOG = {"BENCHES_SCHEDULE_LOG": "1"}  # read by benches.exporter_proposed
 PROMPT_TEXTS = {"p0": "First question?", "p1": "Second question?", "p2": "Third question?"}
 
 JobId = tuple[int, str, str]  # target index, model, prompt id
@@ -113,13 +106,12 @@ def _scrape_loop(exporter: ExporterProcess, every: float, stop: threading.Event)
 
 
 def run(p: Params, mode: str) -> Section:
-    name = "scheduler" if p.variant == "as shipped" else "scheduler_proposed"
-    section = Section(name, f"Scheduler accuracy ({p.variant})", mode)
+    section = Section("scheduler", "Scheduler accuracy", mode)
     models = [model_spec(f"m{i:02d}:1b", resident=True) for i in range(p.models)]
     with (
         workdir("scheduler") as tmp,
         DoubleHost([{"models": models}] * p.targets) as host,
-        ExporterProcess(_config(host.urls, p), tmp, module=p.module, env=SCHEDULE_LOG) as exp,
+        ExporterProcess(_config(host.urls, p), tmp, module="benches.exporter_logged") as exp,
     ):
         stop = threading.Event()
         scrapes = _scrape_loop(exp, p.scrape_every_s, stop)
