@@ -311,13 +311,16 @@ class ProbeMetrics:
         job.set(INTERVAL, item.interval_s)
 
     def render(self) -> bytes:
+        return b"".join(self.parts())
+
+    def parts(self) -> list[bytes]:
         """Every family's header and samples; only jobs changed since the last call re-render."""
         jobs = [job.render() for job in self._jobs.values()]
         parts: list[bytes] = []
         for i, header in enumerate(_HEADERS):
             parts.append(header)
             parts.extend(rendered[i] for rendered in jobs)
-        return b"".join(parts)
+        return parts
 
 
 def _observe_success(job: _Job, result: ProbeResult) -> None:
