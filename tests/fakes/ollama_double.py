@@ -107,7 +107,7 @@ class RequestRecord:
     path: str
     headers: dict[str, str]  # names lower-cased
     body: JSON | None
-    received_at: float
+    received_at: float  # when the request line arrived, before headers and body are parsed
     first_token_at: float | None = None
     last_byte_at: float | None = None
     status: int = 0  # 0 until a status line is written (a hang or drop before headers keeps it)
@@ -266,9 +266,18 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive and chunked streams, like Go's net/http
     server: _Server
+    arrived_at: float
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the per-request stderr lines."""
+
+    def parse_request(self) -> bool:
+        # Receipt is the request's arrival: handle_one_request has just read the request line.
+        # A stamp taken after the headers, body and JSON were parsed would count the double's
+        # own parsing in the times a client under test is compared with. total_duration is
+        # timed from the same instant (_plan).
+        self.arrived_at = time.perf_counter()
+        return super().parse_request()
 
     def _dispatch(self) -> None:
         double = self.server.double
@@ -277,7 +286,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.pending = b""  # status line and headers wait here for the first body bytes
         path = urlsplit(self.path).path
         headers = {name.lower(): value for name, value in self.headers.items()}
-        self.record, self.release_gen = double._receive(self.command, path, headers, self.raw_body)
+        self.record, self.release_gen = double._receive(
+            self.command, path, headers, self.raw_body, self.arrived_at
+        )
         try:
             self._route(path)
         except OSError:  # the client went away, or stop() shut the socket
@@ -705,14 +716,14 @@ class OllamaDouble:
             return self._failures.get(path)
 
     def _receive(
-        self, method: str, path: str, headers: dict[str, str], raw: bytes
+        self, method: str, path: str, headers: dict[str, str], raw: bytes, arrived_at: float
     ) -> tuple[RequestRecord, int]:
         try:
             parsed = json.loads(raw) if raw else None
         except ValueError:
             parsed = None
         body = parsed if isinstance(parsed, dict) else None
-        record = RequestRecord(method, path, headers, body, received_at=time.perf_counter())
+        record = RequestRecord(method, path, headers, body, received_at=arrived_at)
         with self._cond:
             self._records.append(record)
             self._cond.notify_all()
