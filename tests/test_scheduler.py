@@ -1,0 +1,183 @@
+"""ProbeScheduler on the real APScheduler against the Ollama double: first-run pacing.
+
+The planned times are APScheduler's own (the scheduled run times of its submission events), so
+they are what the trigger returned and what the schedule-lag histogram measures from.
+"""
+
+from __future__ import annotations
+
+import itertools
+import textwrap
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
+
+from exporter.config import Config, load_config, parse_config
+from exporter.exposition import Exposition
+from exporter.gpu import DisabledGpuReader
+from exporter.results import ResultStore
+from exporter.runner import ProbeRunner
+from exporter.scheduler import STARTUP_RATE, ProbeScheduler
+from exporter.service import Service
+from exporter.targets import Target
+from tests.exporter_process import wait_until
+from tests.fakes.ollama_double import ModelScript, OllamaDouble
+
+SLOT = 1 / STARTUP_RATE
+# datetime holds microseconds, so planned times read back are rounded to them.
+ROUNDING = 2e-6
+
+
+class Rig:
+    """One target, runner and ProbeScheduler, with every job submission's planned time noted."""
+
+    def __init__(
+        self,
+        double: OllamaDouble,
+        clients: tuple[httpx.Client, httpx.Client],
+        *,
+        prompts: int = 1,
+        probe: dict[str, Any] | None = None,
+        api_client: httpx.Client | None = None,
+    ) -> None:
+        settings: dict[str, Any] = {"timeout": "10s", "max_duty_cycle": 1, **(probe or {})}
+        self.config: Config = parse_config(
+            {
+                "targets": [{"name": "local", "url": double.url}],
+                "prompts": [
+                    {"id": f"p{i}", "text": "Why are avocados healthy?", "interval": "600s"}
+                    for i in range(prompts)
+                ],
+                "probe": settings,
+                "gpu": {"enabled": False},
+            },
+            "test.yaml",
+            {},
+        )
+        self.exposition = Exposition(live_collectors=())
+        self.store = ResultStore()
+        self.target = Target(
+            self.config.targets[0], self.exposition, api_client or clients[0], clients[1]
+        )
+        runner = ProbeRunner(self.config, self.exposition, self.store, DisabledGpuReader())
+        self.scheduler = ProbeScheduler(self.exposition, self.store, runner)
+        self._lock = threading.Lock()
+        self._planned: dict[str, float] = {}
+        # The one reach inside: APScheduler's events tell the planned time of each first run.
+        self.scheduler._scheduler.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
+
+    def _submitted(self, event: JobSubmissionEvent) -> None:
+        first: datetime = event.scheduled_run_times[0]
+        with self._lock:
+            self._planned.setdefault(event.job_id, first.timestamp())
+
+    def planned(self, prefix: str = "probe:") -> dict[str, float]:
+        """The planned time of each job's first run (of jobs submitted so far)."""
+        with self._lock:
+            return {job: t for job, t in self._planned.items() if job.startswith(prefix)}
+
+    def __enter__(self) -> Rig:
+        self.scheduler.start([self.target])
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.scheduler.shutdown()
+
+
+def assert_paced(planned: list[float], not_before: float) -> None:
+    """First runs one slot apart, the first no earlier than `not_before`."""
+    planned = sorted(planned)
+    assert planned[0] >= not_before - ROUNDING
+    gaps = [b - a for a, b in itertools.pairwise(planned)]
+    # Never closer than a slot (the first job's slot is its add time, which APScheduler reads a
+    # moment later); a slot exactly while the jobs are added faster than the rate.
+    assert min(gaps) >= SLOT - 0.001, gaps
+    assert sorted(gaps)[len(gaps) // 2] == pytest.approx(SLOT, abs=ROUNDING), gaps
+    # The last within N slots of the first (the slack covers a stalled add on a loaded machine).
+    assert planned[-1] - planned[0] <= len(planned) * SLOT + 0.25
+
+
+# --- first runs are paced -------------------------------------------------------------------
+
+
+def models(n: int, prefix: str = "m") -> list[ModelScript]:
+    return [ModelScript(f"{prefix}{i:02d}:1b", resident=True) for i in range(n)]
+
+
+def test_first_runs_at_start_up_are_paced_at_the_startup_rate(clients: Any) -> None:
+    with OllamaDouble(models(8)) as double:
+        rig = Rig(double, clients, prompts=5, probe={"concurrency_per_target": 40})
+        started = time.time()
+        with rig:
+            wait_until(rig.scheduler.ready, 20, "every job's first run")
+            planned = rig.planned()
+            others = rig.planned("health:") | rig.planned("inventory:")
+        assert len(planned) == 40
+        assert_paced(list(planned.values()), not_before=started)
+        # Health and inventory are not paced: both were planned before the first probe.
+        assert len(others) == 2
+        assert max(others.values()) <= min(planned.values()) + ROUNDING
+
+
+def test_jobs_added_by_a_later_inventory_refresh_are_paced_too(clients: Any) -> None:
+    # The inventory job's second run is planned when its first is submitted, before the first
+    # listing is known, so at the health interval (the retry interval); both are short here.
+    probe = {
+        "concurrency_per_target": 40,
+        "inventory_interval": "200ms",
+        "health_interval": "200ms",
+    }
+    with (
+        OllamaDouble(models(2)) as double,
+        Rig(double, clients, prompts=5, probe=probe) as rig,
+    ):
+        wait_until(rig.scheduler.ready, 20, "the first jobs' first runs")
+        first = rig.planned()
+        added = time.time()
+        double.set_models(models(2) + models(6, prefix="new"))
+        wait_until(lambda: len(rig.planned()) == 40, 20, "the new jobs' first runs")
+        later = {job: t for job, t in rig.planned().items() if job not in first}
+        assert len(later) == 30
+        assert_paced(list(later.values()), not_before=added)
+
+
+def write_config(path: Path, url: str, prompts: int) -> Path:
+    listed = ", ".join(f"{{id: p{i}, text: hi, interval: 600s}}" for i in range(prompts))
+    text = f"""\
+        targets: [{{name: local, url: "{url}"}}]
+        prompts: [{listed}]
+        probe: {{timeout: 10s, concurrency_per_target: 60, max_duty_cycle: 1}}
+        gpu: {{enabled: false}}
+        """
+    path.write_text(textwrap.dedent(text), encoding="utf-8")
+    return path
+
+
+def test_a_reload_paces_the_first_runs_of_every_job(tmp_path: Path) -> None:
+    """Seen from Ollama: after a reload, 60 first probes arrive over 60 slots, not at once."""
+    with OllamaDouble(models(12)) as double:
+        path = write_config(tmp_path / "exporter.yaml", double.url, prompts=1)
+        service = Service(
+            load_config(path), path, Exposition(live_collectors=()), DisabledGpuReader()
+        )
+        service.start()
+        try:
+            wait_until(service.ready, 20, "the first configuration's first runs")
+            write_config(path, double.url, prompts=5)
+            before = len(double.requests("/api/chat"))
+            reloaded = time.perf_counter()
+            assert service.reload() is None
+            arrivals = double.wait_for_requests(before + 60, "/api/chat", timeout=20)[before:]
+            # APScheduler never runs a job before its planned time, and Ollama sees a probe
+            # after its run started: the k-th first probe to arrive comes k slots late or later.
+            offsets = sorted(r.received_at - reloaded for r in arrivals)
+            early = [(k, t) for k, t in enumerate(offsets) if t < k * SLOT]
+            assert early == [], f"(k, seconds after the reload) before slot k: {early}"
+        finally:
+            service.stop()
