@@ -7,6 +7,9 @@ over a few seconds instead of as one burst (600 jobs within 12 s). Later runs fo
 effective interval plus a jitter of at most 10 %. Each target has its own thread pool sized to
 concurrency_per_target, so a slow target cannot starve another, and jobs of one target queue for
 its slots. Health checks and inventory refreshes run at once and are not paced.
+
+The duty cycle counts each probe's own measured time (request sent to done chunk), not the
+run's time in the exporter, so a busy exporter does not stretch the schedule.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from apscheduler.triggers.base import BaseTrigger
 
 from exporter.config import Config
 from exporter.exposition import Exposition
-from exporter.results import JobKey, ProbeSkip, ResultStore
+from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
 from exporter.runner import JobSpec, ProbeRunner
 from exporter.targets import Target
 
@@ -226,12 +229,16 @@ class ProbeScheduler:
         self._exposition.schedule(spec.key.target, submitted - planned, started - submitted)
         if result is None:
             return
-        self._after_run(job_id, spec, result, started)
+        self._after_run(job_id, spec, result)
 
-    def _after_run(self, job_id: str, spec: JobSpec, result: object, started: float) -> None:
+    def _after_run(self, job_id: str, spec: JobSpec, result: ProbeResult | ProbeSkip) -> None:
         duty = spec.target.duty
-        if not isinstance(result, ProbeSkip):
-            duty.record(job_id, started, time.time(), spec.interval_s)
+        if isinstance(result, ProbeResult):
+            # The probe's own clock (request sent to done chunk, or to the failure). The time
+            # around it (the /api/ps look-up, waiting for the exposition lock, a busy exporter's
+            # CPU) is not Ollama's, and counting it stretched every interval under load.
+            end = result.finished_at
+            duty.record(job_id, end - result.outcome.duration_s, end, spec.interval_s)
         stretch_before = duty.stretch
         duty.update(time.time())
         if duty.stretch != stretch_before:

@@ -1,4 +1,5 @@
-"""ProbeScheduler on the real APScheduler against the Ollama double: first-run pacing.
+"""ProbeScheduler on the real APScheduler against the Ollama double: first-run pacing and what
+the duty cycle counts.
 
 The planned times are APScheduler's own (the scheduled run times of its submission events), so
 they are what the trigger returned and what the schedule-lag histogram measures from.
@@ -10,6 +11,7 @@ import itertools
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,13 +23,13 @@ from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from exporter.config import Config, load_config, parse_config
 from exporter.exposition import Exposition
 from exporter.gpu import DisabledGpuReader
-from exporter.results import ResultStore
+from exporter.results import JobKey, ProbeResult, ResultStore
 from exporter.runner import ProbeRunner
 from exporter.scheduler import STARTUP_RATE, ProbeScheduler
 from exporter.service import Service
 from exporter.targets import Target
 from tests.exporter_process import wait_until
-from tests.fakes.ollama_double import ModelScript, OllamaDouble
+from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
 
 SLOT = 1 / STARTUP_RATE
 # datetime holds microseconds, so planned times read back are rounded to them.
@@ -181,3 +183,47 @@ def test_a_reload_paces_the_first_runs_of_every_job(tmp_path: Path) -> None:
             assert early == [], f"(k, seconds after the reload) before slot k: {early}"
         finally:
             service.stop()
+
+
+# --- the duty cycle counts the probe, not the exporter ----------------------------------------
+
+PS_DELAY = 0.4  # a slow /api/ps look-up before each probe
+
+
+@pytest.fixture
+def slow_ps_client() -> Iterator[httpx.Client]:
+    """An API client whose /api/ps requests take PS_DELAY longer, as from a loaded Ollama."""
+
+    def slow(request: httpx.Request) -> None:
+        if request.url.path == "/api/ps":
+            time.sleep(PS_DELAY)  # latency to simulate, not a wait for another thread
+
+    with httpx.Client(trust_env=False, event_hooks={"request": [slow]}) as client:
+        yield client
+
+
+@pytest.mark.parametrize(
+    ("script", "timeout", "least"),
+    [
+        (ModelScript("m:1b", resident=True, first_token_delay=0.2), "10s", 0.2),
+        (ModelScript("m:1b", resident=True, fault=Fault.HANG_BEFORE_HEADERS), "300ms", 0.3),
+    ],
+    ids=["answered", "timed-out"],
+)
+def test_duty_counts_the_probes_own_time_not_the_look_up_before_it(
+    clients: Any, slow_ps_client: httpx.Client, script: ModelScript, timeout: str, least: float
+) -> None:
+    with (
+        OllamaDouble([script]) as double,
+        Rig(double, clients, probe={"timeout": timeout}, api_client=slow_ps_client) as rig,
+    ):
+        wait_until(rig.scheduler.ready, 20, "the first probe")
+        result = rig.store.latest()[JobKey("local", "m:1b", "p0")]
+        assert isinstance(result, ProbeResult)
+        duration = result.outcome.duration_s
+        assert duration >= least  # the probe's time: the answer's delay, or the timeout
+        duty = rig.target.duty
+        # The job's projected duty is its last recorded span over its interval (600 s): the
+        # probe's duration exactly, without the slow /api/ps look-up the run also waited for.
+        assert duty.projected * 600 == pytest.approx(duration, abs=1e-6)
+        assert duty.projected * 600 < least + PS_DELAY
