@@ -161,12 +161,15 @@ def run_probe(
     dog = watchdog or Watchdog(request.timeout)
     start = clock()
     sent: list[float] = []
+    reads = _ReadStamps(clock)
 
     def trace(event: str, info: Mapping[str, Any]) -> None:
         # The clock of a measured probe starts when the request headers go out: the watchdog's
         # thread and the TCP connect are the exporter's cost, not the model's.
         if event == "http11.send_request_headers.started" and not sent:
             sent.append(clock())
+        elif event in _STREAM_OPENED:
+            reads.attach(info.get("return_value"))
         dog.trace(event, info)
 
     try:
@@ -181,7 +184,7 @@ def run_probe(
                 extensions={"trace": trace},
             ) as response,
         ):
-            return _read_response(response, request, sent[0] if sent else start, clock)
+            return _read_response(response, request, sent[0] if sent else start, reads.latest)
     except _Failure as failure:
         return _failed(dog, failure.reason, failure.detail, clock() - start)
     except httpx.TimeoutException as exc:
@@ -194,6 +197,8 @@ def run_probe(
         return _failed(dog, Reason.INVALID_RESPONSE, f"undecodable body: {exc}", clock() - start)
     except (httpx.TransportError, httpx.StreamError) as exc:
         return _failed(dog, Reason.INCOMPLETE, f"connection lost: {exc}", clock() - start)
+    finally:
+        reads.detach()
 
 
 def _failed(dog: Watchdog, reason: Reason, detail: str, elapsed: float) -> ProbeOutcome:
@@ -205,35 +210,90 @@ def _failed(dog: Watchdog, reason: Reason, detail: str, elapsed: float) -> Probe
     return ProbeOutcome(reason, detail, elapsed)
 
 
+# httpcore trace events whose return value is the network stream the response will be read from.
+_STREAM_OPENED = frozenset({"connection.connect_tcp.complete", "connection.start_tls.complete"})
+
+
+class _ReadStamps:
+    """When the reads of the probe's connection returned, on the probe's clock.
+
+    A line's time (first token, done) is when its bytes came off the socket. Reading the clock
+    only once httpx had parsed the headers, built the Response and passed the chunk on, and the
+    line had been split, put that work inside the measured interval: about half a millisecond
+    for the first token, which arrives in the same read as the headers. httpx has no per-read
+    hook, but its trace hook hands over the network stream as the connection opens, so that
+    stream's `read` is wrapped for the length of the probe.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._streams: list[Any] = []
+        self._last: float | None = None
+
+    def attach(self, stream: Any) -> None:
+        if stream is None:
+            return
+        read = stream.read
+
+        def stamped(max_bytes: int, timeout: float | None = None) -> bytes:
+            data: bytes = read(max_bytes, timeout)
+            self._last = self._clock()
+            return data
+
+        try:
+            stream.read = stamped
+        except AttributeError:  # a stream that takes no attributes: lines get latest()'s fallback
+            return
+        self._streams.append(stream)
+
+    def detach(self) -> None:
+        # Were the connection kept for reuse, a later probe must not be timed on this clock.
+        for stream in self._streams:
+            with contextlib.suppress(AttributeError):
+                del stream.read
+        self._streams.clear()
+
+    def latest(self) -> float:
+        """The time of the latest read: every byte handed on so far had arrived by then.
+
+        httpcore reads only when h11 has no complete event buffered, so the latest read is the
+        one that completed the chunk just handed on. Where no stream was seen opening (a mock
+        transport, a reused connection) there are no stamps: chunks are timed as they come.
+        """
+        return self._clock() if self._last is None else self._last
+
+
 def _read_response(
-    response: httpx.Response, request: ProbeRequest, start: float, clock: Clock
+    response: httpx.Response, request: ProbeRequest, start: float, arrived: Clock
 ) -> ProbeOutcome:
     if response.status_code != 200:
         raise _status_failure(response, request.max_response_bytes)
     stream = _StreamState(api=request.api, start=start)
-    for line in _lines(response, request.max_response_bytes):
-        if stream.feed(line, clock()):
-            return stream.outcome(clock() - start)
+    for line, at in _lines(response, request.max_response_bytes, arrived):
+        if stream.feed(line, at):
+            return stream.outcome(at - start)
     raise _Failure(Reason.INCOMPLETE, "stream ended before the done chunk")
 
 
-def _lines(response: httpx.Response, cap: int) -> Iterator[bytes]:
-    """Split the body into lines, refusing to read past `cap` bytes."""
+def _lines(response: httpx.Response, cap: int, arrived: Clock) -> Iterator[tuple[bytes, float]]:
+    """Split the body into lines, each with the time its last byte arrived; stop past `cap`."""
     received = 0
     pending = b""
     for chunk in response.iter_bytes():
+        at = arrived()
         received += len(chunk)
         if received > cap:
             raise _Failure(Reason.INVALID_RESPONSE, f"reply larger than {cap} bytes")
         pending += chunk
         *lines, pending = pending.split(b"\n")
-        yield from lines
+        for line in lines:
+            yield line, at
     if pending.strip():
         # Ollama ends every line with a newline; a fragment that is not a whole JSON object
         # means the connection closed mid-line.
         if not _is_json(pending):
             raise _Failure(Reason.INCOMPLETE, "stream ended inside a line")
-        yield pending
+        yield pending, arrived()
 
 
 def _is_json(raw: bytes) -> bool:
