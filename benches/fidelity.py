@@ -7,9 +7,10 @@ the first token byte and the last byte; the probe's total and TTFT are compared 
 
 Both processes read CLOCK_MONOTONIC (time.perf_counter on Linux), so the gap can also be split:
 `start gap` = double's receipt - the probe's clock start (any set-up inside the clock, sending,
-the double's accept and parse), `end gap` = probe's clock stop - double's last byte (reading
-and parsing the done line). The probe's clock start is recovered as stop - measured duration,
-so the split holds whichever reading the exporter starts its clock at.
+the double's accept and its read of the request line), `end gap` = probe's clock stop - double's
+last byte (the done line's way to the probe's read of it), and `TTFT end gap` = the probe's
+first-token instant - the double's first token byte. The probe's clock start is recovered as
+stop - measured duration, so the split holds whichever reading the exporter starts its clock at.
 """
 
 from __future__ import annotations
@@ -140,6 +141,7 @@ class Gaps:
     setup: list[float] = field(default_factory=list)
     sending_to_receipt: list[float] = field(default_factory=list)
     end: list[float] = field(default_factory=list)
+    ttft_end: list[float] = field(default_factory=list)
     failures: int = 0
 
 
@@ -158,6 +160,7 @@ def _compare(probes: list[Probe], records: list[Record], gaps: Gaps) -> None:
         gaps.total_signed.append(outcome.duration_s - served)
         if outcome.ttft_s is not None:
             gaps.ttft.append(abs(outcome.ttft_s - first))
+            gaps.ttft_end.append(probe.start + outcome.ttft_s - record.first_token_at)
         gaps.start.append(record.received_at - probe.start)
         gaps.end.append(probe.stop - record.last_byte_at)
         if probe.sending_at is not None:
@@ -196,7 +199,8 @@ def run(p: Params, mode: str) -> Section:
         "Where the gap comes from (signed, median / p99): start gap = double's receipt - the "
         "probe's clock start = set-up inside the clock (clock start -> first request byte: "
         "watchdog thread, connect, if counted) + first request byte -> double's receipt (send, "
-        "the double's accept and parse); end gap = probe clock stop - double's last byte",
+        "the double's accept and read of the request line); end gap = probe clock stop - double's "
+        "last byte; TTFT end gap = probe's first-token instant - double's first token byte",
         [
             "scenario",
             "total gap",
@@ -204,6 +208,7 @@ def run(p: Params, mode: str) -> Section:
             "set-up in clock",
             "first byte -> receipt",
             "end gap",
+            "TTFT end gap",
         ],
         rows,
     )
@@ -239,4 +244,5 @@ def _breakdown(label: str, gaps: Gaps) -> list[str]:
         pair(gaps.setup),
         pair(gaps.sending_to_receipt),
         pair(gaps.end),
+        pair(gaps.ttft_end),
     ]
