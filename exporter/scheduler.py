@@ -42,8 +42,8 @@ STARTUP_RATE = 50.0
 
 
 class JitteredInterval(BaseTrigger):  # type: ignore[misc]
-    """Fires at once (or first_delay seconds after it is added, and not before the Unix time
-    not_before), then every interval() seconds plus up to 10 % random jitter.
+    """Fires at once (or at the Unix time not_before, if later), then every interval() seconds
+    plus up to 10 % random jitter.
 
     The interval is read at each computation, so a stretched interval applies from the next run.
     """
@@ -51,23 +51,20 @@ class JitteredInterval(BaseTrigger):  # type: ignore[misc]
     def __init__(
         self,
         interval: Callable[[], float],
-        first_delay: float = 0.0,
         not_before: float | None = None,
     ) -> None:
         self._interval = interval
-        self._first_delay = first_delay
         self._not_before = not_before
 
     def get_next_fire_time(
         self, previous_fire_time: datetime | None, now: datetime
     ) -> datetime | None:
         if previous_fire_time is None:
-            first = now + timedelta(seconds=self._first_delay)
             if self._not_before is None:
-                return first
+                return now
             # The planned time is what the scheduler stamps, so the lag histogram measures
             # from it, not from the moment the job was added.
-            return max(first, datetime.fromtimestamp(self._not_before, now.tzinfo))
+            return max(now, datetime.fromtimestamp(self._not_before, now.tzinfo))
         seconds = self._interval()
         return previous_fire_time + timedelta(
             seconds=seconds * (1 + random.uniform(0, JITTER_RATIO))
