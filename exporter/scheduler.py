@@ -215,15 +215,29 @@ class ProbeScheduler:
 
     def _run(self, job_id: str) -> None:
         started = time.time()
+        try:
+            self._run_once(job_id, started)
+        finally:
+            _worker.last_finished = time.time()
+
+    def _run_once(self, job_id: str, started: float) -> None:
         with self._lock:
             spec = self._specs.get(job_id)
         if spec is None:
             return  # removed while queued
         planned, submitted = self._stamps.pop(job_id, (started, started))
+        # A run waited for a slot only if this worker was still busy with another run when this
+        # one was submitted; the rest of the delay (waking a worker, a busy exporter's CPU) is
+        # lag, which is what the histogram must show.
+        slot_free = max(submitted, getattr(_worker, "last_finished", submitted))
         result = self._runner.run(spec, self._effective_interval(spec))
+        begun = started
+        if isinstance(result, ProbeResult):
+            begun = result.finished_at - result.outcome.duration_s  # its request went out
         # Published after the probe: taking the exposition lock first could hold the probe's
-        # start behind a scrape's render, a delay the lag histogram would never show.
-        self._exposition.schedule(spec.key.target, submitted - planned, started - submitted)
+        # start behind a scrape's render.
+        queue_wait = slot_free - submitted
+        self._exposition.schedule(spec.key.target, begun - planned - queue_wait, queue_wait)
         if result is None:
             return
         self._after_run(job_id, spec, result)
@@ -269,6 +283,10 @@ class ProbeScheduler:
             self._effective_interval(spec),
         )
         self._exposition.skip(skip)
+
+
+# Per worker thread: when its last run ended (a run submitted before that waited for a slot).
+_worker = threading.local()
 
 
 def _executor(target: str) -> str:

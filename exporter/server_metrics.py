@@ -139,7 +139,8 @@ class ExporterMetrics:
         )
         self.lag = Histogram(
             "ollama_exporter_probe_schedule_lag_seconds",
-            "Actual start minus planned start (jitter included), before waiting for a slot.",
+            "When the probe's request went out minus the planned start (jitter included), less "
+            "any wait for a concurrency slot.",
             T,
             buckets=LAG_BUCKETS,
             registry=registry,

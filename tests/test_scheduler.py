@@ -28,7 +28,7 @@ from exporter.runner import ProbeRunner
 from exporter.scheduler import STARTUP_RATE, ProbeScheduler
 from exporter.service import Service
 from exporter.targets import Target
-from tests.exporter_process import wait_until
+from tests.exporter_process import Samples, parse_samples, value, wait_until
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
 
 SLOT = 1 / STARTUP_RATE
@@ -227,3 +227,46 @@ def test_duty_counts_the_probes_own_time_not_the_look_up_before_it(
         # probe's duration exactly, without the slow /api/ps look-up the run also waited for.
         assert duty.projected * 600 == pytest.approx(duration, abs=1e-6)
         assert duty.projected * 600 < least + PS_DELAY
+
+
+# --- what the schedule-lag histogram counts ---------------------------------------------------
+
+
+LAG = "ollama_exporter_probe_schedule_lag_seconds"
+WAIT = "ollama_exporter_probe_queue_wait_seconds"
+
+
+def _samples(rig: Rig) -> Samples:
+    return parse_samples(rig.exposition.render().decode())
+
+
+def test_schedule_lag_counts_the_look_up_before_the_request(
+    clients: Any, slow_ps_client: httpx.Client
+) -> None:
+    # The probe starts when its request goes out; a run held up before that (here by a slow
+    # /api/ps look-up, as on a loaded exporter or Ollama) started late, and the histogram says so.
+    script = ModelScript("m:1b", resident=True)
+    with (
+        OllamaDouble([script]) as double,
+        Rig(double, clients, api_client=slow_ps_client) as rig,
+    ):
+        wait_until(rig.scheduler.ready, 20, "the first probe")
+        samples = _samples(rig)
+    assert value(samples, f"{LAG}_count", target="local") == 1
+    assert value(samples, f"{LAG}_bucket", target="local", le="0.25") == 0
+    total = value(samples, f"{LAG}_sum", target="local")
+    assert total is not None and total >= PS_DELAY
+
+
+def test_waiting_for_a_slot_is_queue_wait_not_lag(clients: Any) -> None:
+    # Concurrency 1 and two jobs: the second waits for the first probe (0.5 s) to end. That wait
+    # is the target's queue, exported as queue wait; the second run's lag stays small.
+    script = ModelScript("m:1b", resident=True, first_token_delay=0.5)
+    with OllamaDouble([script]) as double, Rig(double, clients, prompts=2) as rig:
+        wait_until(rig.scheduler.ready, 20, "both first probes")
+        samples = _samples(rig)
+    assert value(samples, f"{LAG}_count", target="local") == 2
+    assert value(samples, f"{LAG}_bucket", target="local", le="0.25") == 2
+    assert value(samples, f"{WAIT}_bucket", target="local", le="0.25") == 1  # the first: no wait
+    waited = value(samples, f"{WAIT}_sum", target="local")
+    assert waited is not None and waited >= 0.4
