@@ -23,6 +23,7 @@ from prometheus_client import (
 )
 from prometheus_client.registry import Collector
 
+from exporter.memory import release_free_memory
 from exporter.metrics import ProbeMetrics
 from exporter.ollama import ListedModel, RunningModel
 from exporter.results import JobKey, ProbeResult, ProbeSkip
@@ -155,11 +156,14 @@ class Exposition:
         appended as a second gzip member, which every gzip reader (Go's, Python's) joins.
         """
         with self._lock:
-            if self._cache.version != self._version:
+            rebuilt = self._cache.version != self._version
+            if rebuilt:
                 # One join: the text is megabytes at hundreds of jobs, so no second copy.
                 text = b"".join([*self.probes.parts(), self._registry_text()])
                 self._cache = _Cached(self._version, text)
             cache = self._cache
+        if rebuilt:
+            release_free_memory()  # the previous text and its gzip were just freed
         live = generate_latest(self._live)
         if not gzipped:
             return cache.text + live
