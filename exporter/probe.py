@@ -9,6 +9,8 @@ socket down, so a server trickling one byte every few seconds cannot hold a prob
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import json
 import re
 import socket
@@ -108,20 +110,25 @@ class Watchdog:
     def __init__(self, timeout: float) -> None:
         self._lock = threading.Lock()
         self._sock: socket.socket | None = None
-        self._timer = threading.Timer(timeout, self._fire, args=("timeout",))
-        self._timer.daemon = True
+        self._timeout = timeout
+        self.finished = False
         self.fired: str | None = None
 
     def __enter__(self) -> Watchdog:
-        self._timer.start()
+        _DEADLINES.add(time.monotonic() + self._timeout, self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._timer.cancel()
+        self.finished = True
 
     def cancel(self) -> None:
         """Abort the probe (exporter shutdown)."""
         self._fire("cancelled")
+
+    def expire(self) -> None:
+        """The deadline passed: abort the probe unless it has finished."""
+        if not self.finished:
+            self._fire("timeout")
 
     def trace(self, event: str, info: Mapping[str, Any]) -> None:
         """httpcore trace hook: remember the socket once the TCP connection exists."""
@@ -146,6 +153,45 @@ class Watchdog:
                 self._sock.shutdown(socket.SHUT_RDWR)
 
 
+class _Deadlines:
+    """One thread that fires every probe's deadline.
+
+    A timer thread per probe cost a thread start (and its stack) per probe: 30 a second in a
+    busy soak. Finished watchdogs are dropped lazily, when they reach the front of the heap.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, Watchdog]] = []
+        self._order = itertools.count()  # ties never compare watchdogs
+        self._thread: threading.Thread | None = None
+
+    def add(self, deadline: float, dog: Watchdog) -> None:
+        with self._cond:
+            heapq.heappush(self._heap, (deadline, next(self._order), dog))
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="probe-deadlines", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            self._next_due().expire()
+
+    def _next_due(self) -> Watchdog:
+        with self._cond:
+            while True:
+                while self._heap and self._heap[0][2].finished:
+                    heapq.heappop(self._heap)
+                now = time.monotonic()
+                if self._heap and self._heap[0][0] <= now:
+                    return heapq.heappop(self._heap)[2]
+                self._cond.wait(self._heap[0][0] - now if self._heap else None)
+
+
+_DEADLINES = _Deadlines()
 Clock = Callable[[], float]
 _MODEL_NOT_FOUND = re.compile(r"model ['\"].*['\"] not found", re.IGNORECASE | re.DOTALL)
 

@@ -22,6 +22,7 @@ import pytest
 from exporter.config import TargetConfig
 from exporter.probe import ProbeOutcome, ProbeRequest, Reason, Watchdog, run_probe
 from exporter.targets import http_clients
+from tests.exporter_process import wait_until
 from tests.fakes.ollama_double import (
     ERROR_LINE_TEXT,
     Fault,
@@ -423,3 +424,15 @@ def test_probe_after_a_fault_is_cleared_succeeds_again(
     assert run_probe(client, request(double.url)).reason is Reason.HTTP_STATUS
     double.set_fault(MODEL, Fault.NONE)
     assert run_probe(client, request(double.url)).success
+
+
+def test_deadlines_fire_in_deadline_order_and_never_after_the_probe_ended() -> None:
+    # One thread serves every probe's deadline: a later-added, earlier deadline must not wait
+    # behind an earlier-added one, and a probe that ended must not be shot afterwards.
+    ended, slow, quick = Watchdog(0.05), Watchdog(30.0), Watchdog(0.1)
+    with ended:
+        pass
+    with slow, quick:
+        wait_until(lambda: quick.fired, 10, "the short deadline")
+        assert slow.fired is None
+    assert ended.fired is None
