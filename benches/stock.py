@@ -8,7 +8,7 @@ that the exporter's own rendering gives the same lines for the same writes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -128,15 +128,7 @@ class StockProbeMetrics:
                 self.gpu_peak.labels(*gpu_labels).set(usage.peak_memory_used_bytes)
 
     def _observe_server(self, labels: tuple[str, str, str], server: ServerTimings) -> None:
-        figures: Mapping[str, float | None] = {
-            "server_total_duration_seconds": server.total_s,
-            "load_duration_seconds": server.load_s,
-            "prompt_eval_duration_seconds": server.prompt_eval_s,
-            "eval_duration_seconds": server.eval_s,
-            "response_tokens": server.eval_count,
-            "prompt_tokens": server.prompt_tokens,
-        }
-        for name, value in figures.items():
+        for name, value in m.server_figures(server).items():
             # Ollama omits zero values (omitempty): a missing figure is 0, not unknown.
             self.answer[name].labels(*labels).set(value or 0)
         if server.eval_count and server.eval_s:

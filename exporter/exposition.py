@@ -10,10 +10,10 @@ are cheap and describe "now", so they are collected fresh at every scrape.
 
 from __future__ import annotations
 
-import gzip
 import threading
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from prometheus_client import (
     PROCESS_COLLECTOR,
@@ -32,39 +32,33 @@ from exporter.server_metrics import ExporterMetrics, ServerMetrics
 # Counters' *_created series add a sample per series and nothing the rules use.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream
 P = ParamSpec("P")
 R = TypeVar("R")
 
 
-def _write(method: Callable[P, R]) -> Callable[P, R]:
-    """Run a writer of the per-target registry under the lock; invalidate the cached text."""
+def _writer(registry: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run a writer under the exposition lock and invalidate the cached text; a writer of the
+    per-target registry also invalidates that registry's text (probe writers mark their job)."""
 
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        self = args[0]
-        assert isinstance(self, Exposition)
-        with self._lock:
-            result = method(*args, **kwargs)
-            self._version += 1
-            self._registry_version += 1
-            return result
+    def decorate(method: Callable[P, R]) -> Callable[P, R]:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            self = args[0]
+            assert isinstance(self, Exposition)
+            with self._lock:
+                result = method(*args, **kwargs)
+                self._version += 1
+                self._registry_version += registry
+                return result
 
-    wrapper.__doc__ = method.__doc__
-    return wrapper
+        wrapper.__doc__ = method.__doc__
+        return wrapper
+
+    return decorate
 
 
-def _write_probes(method: Callable[P, R]) -> Callable[P, R]:
-    """Run a writer of probe series (which marks its own job dirty) under the lock."""
-
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        self = args[0]
-        assert isinstance(self, Exposition)
-        with self._lock:
-            result = method(*args, **kwargs)
-            self._version += 1
-            return result
-
-    wrapper.__doc__ = method.__doc__
-    return wrapper
+_write = _writer(registry=True)
+_write_probes = _writer(registry=False)
 
 
 class Exposition:
@@ -152,8 +146,9 @@ class Exposition:
     def render(self, gzipped: bool = False) -> bytes:
         """The whole exposition text; gzip-compressed when asked.
 
-        The gzip of the cached part is kept too; the live part is compressed on its own and
-        appended as a second gzip member, which every gzip reader (Go's, Python's) joins.
+        The compressed cached part is kept with the compressor's state after it, so a gzipped
+        scrape compresses only the live lines and still sends one gzip member (some clients,
+        httpx among them, read only the first member of a multi-member stream).
         """
         with self._lock:
             rebuilt = self._cache.version != self._version
@@ -167,7 +162,7 @@ class Exposition:
         live = generate_latest(self._live)
         if not gzipped:
             return cache.text + live
-        return cache.gzipped() + gzip.compress(live, compresslevel=1)
+        return cache.gzipped(live)
 
     def _registry_text(self) -> bytes:
         if self._registry_cache[0] != self._registry_version:
@@ -176,17 +171,21 @@ class Exposition:
 
 
 class _Cached:
-    """One version of the cached text and, once a gzipped scrape asked for it, its gzip."""
+    """One version of the cached text and, once a gzipped scrape asked for it, its gzip start."""
 
     def __init__(self, version: int, text: bytes) -> None:
         self.version = version
         self.text = text
         self._lock = threading.Lock()
-        self._gzipped: bytes | None = None
+        self._gzip: tuple[bytes, Any] | None = None  # compressed text, compressor after it
 
-    def gzipped(self) -> bytes:
+    def gzipped(self, live: bytes) -> bytes:
+        """One gzip member of the cached text followed by `live`."""
         # Compressed outside the exposition lock, so writers do not wait for it.
         with self._lock:
-            if self._gzipped is None:
-                self._gzipped = gzip.compress(self.text, compresslevel=1)
-            return self._gzipped
+            if self._gzip is None:
+                compressor = zlib.compressobj(1, zlib.DEFLATED, GZIP_WBITS)
+                self._gzip = (compressor.compress(self.text), compressor)
+            start, after_text = self._gzip
+            tail = after_text.copy()  # the cached state stays ready for the next scrape
+        return start + tail.compress(live) + tail.flush()

@@ -346,8 +346,9 @@ def _observe_success(job: _Job, result: ProbeResult) -> None:
             job.set(GPU_PEAK, usage.peak_memory_used_bytes, **gpu)
 
 
-def _observe_server(job: _Job, server: ServerTimings) -> None:
-    figures: Mapping[str, float | None] = {
+def server_figures(server: ServerTimings) -> Mapping[str, float | None]:
+    """Ollama's own figures of an answer, keyed by their gauge in ANSWER."""
+    return {
         "server_total_duration_seconds": server.total_s,
         "load_duration_seconds": server.load_s,
         "prompt_eval_duration_seconds": server.prompt_eval_s,
@@ -355,7 +356,10 @@ def _observe_server(job: _Job, server: ServerTimings) -> None:
         "response_tokens": server.eval_count,
         "prompt_tokens": server.prompt_tokens,
     }
-    for name, value in figures.items():
+
+
+def _observe_server(job: _Job, server: ServerTimings) -> None:
+    for name, value in server_figures(server).items():
         # Ollama omits zero values (omitempty): a missing figure is 0, not unknown.
         job.set(ANSWER[name], value or 0)
     if server.eval_count and server.eval_s:

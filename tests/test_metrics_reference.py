@@ -8,12 +8,15 @@ the same order and the same sample lines, so a stale per-job cache or an escapin
 
 from __future__ import annotations
 
-import gzip
 import itertools
 import random
+import zlib
+from collections.abc import Iterator
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from benches.stock import StockProbeMetrics
 from exporter.exposition import Exposition
@@ -133,18 +136,44 @@ def test_counters_survive_re_registration_and_reset_after_removal() -> None:
     assert f"{line} 0.0" in metrics.render().decode().splitlines()
 
 
-def test_gzip_is_the_same_text_and_follows_writes() -> None:
-    exposition = Exposition(live_collectors=())
+def one_member(data: bytes) -> bytes:
+    """Decode the way httpx does: one gzip member, and nothing may follow it."""
+    decoder = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    text = decoder.decompress(data) + decoder.flush()
+    assert decoder.eof and decoder.unused_data == b""
+    return text
+
+
+class Live(Collector):
+    """A live reading that changes at every scrape, like the process collector's."""
+
+    def __init__(self) -> None:
+        self.scrapes = 0
+
+    def collect(self) -> Iterator[Metric]:
+        self.scrapes += 1
+        yield GaugeMetricFamily("live_scrapes", "Scrapes so far.", value=self.scrapes)
+
+
+def test_gzip_is_the_same_text_in_one_member_and_follows_writes() -> None:
+    live = Live()
+    exposition = Exposition(live_collectors=(live,))
     key = JobKey("local", "gemma3:12b", "liveness")
     exposition.register_target("local")
     exposition.register_job(key, ())
     first = exposition.render()
-    assert gzip.decompress(exposition.render(gzipped=True)) == first
+    assert one_member(exposition.render(gzipped=True)) == first.replace(
+        b"live_scrapes 1.0", b"live_scrapes 2.0"
+    )
     exposition.observe(ProbeResult(key, ProbeOutcome(Reason.TIMEOUT, "t", 120.0), 1.79e9, 300.0))
     second = exposition.render()
-    assert second != first
-    assert gzip.decompress(exposition.render(gzipped=True)) == second
+    assert b'reason="timeout",target="local"} 1.0' in second
+    assert one_member(exposition.render(gzipped=True)) == second.replace(
+        b"live_scrapes 3.0", b"live_scrapes 4.0"
+    )
     exposition.health("local", "0.32.15")  # a write to the per-target part
     third = exposition.render()
     assert b'ollama_build_info{target="local",version="0.32.15"} 1.0' in third
-    assert gzip.decompress(exposition.render(gzipped=True)) == third
+    assert one_member(exposition.render(gzipped=True)) == third.replace(
+        b"live_scrapes 5.0", b"live_scrapes 6.0"
+    )
