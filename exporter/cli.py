@@ -131,7 +131,7 @@ def _serve(config: Config, path: str | None, address: str, web: WebAccessConfig)
     exposition = Exposition(live_collectors=_live_collectors(gpu))
     service = Service(config, path, exposition, gpu)
     app = App(
-        metrics=lambda gzipped: exposition.render(gzipped),
+        metrics=exposition.body,
         ready=service.ready,
         reload=service.reload,
         status_page=lambda: render_status(service.store.latest()),

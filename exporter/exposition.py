@@ -143,10 +143,12 @@ class Exposition:
         self.exporter.duty.labels(target).set(duty)
         self.exporter.stretch.labels(target).set(stretch)
 
-    def render(self, gzipped: bool = False) -> bytes:
-        """The whole exposition text; gzip-compressed when asked.
+    def body(self, gzipped: bool = False) -> tuple[bytes, ...]:
+        """The whole exposition as the pieces a scrape sends in order; gzip-compressed when asked.
 
-        The compressed cached part is kept with the compressor's state after it, so a gzipped
+        The cached part is sent as it is kept: joining it to the live lines would copy it on
+        every scrape (about 5 MB at 600 jobs, a fresh buffer and a millisecond each time). The
+        compressed cached part is kept with the compressor's state after it, so a gzipped
         scrape compresses only the live lines and still sends one gzip member (some clients,
         httpx among them, read only the first member of a multi-member stream).
         """
@@ -161,8 +163,12 @@ class Exposition:
             release_free_memory()  # the previous text and its gzip were just freed
         live = generate_latest(self._live)
         if not gzipped:
-            return cache.text + live
+            return (cache.text, live)
         return cache.gzipped(live)
+
+    def render(self, gzipped: bool = False) -> bytes:
+        """body() in one piece, for callers that want the text itself."""
+        return b"".join(self.body(gzipped))
 
     def _registry_text(self) -> bytes:
         if self._registry_cache[0] != self._registry_version:
@@ -179,8 +185,8 @@ class _Cached:
         self._lock = threading.Lock()
         self._gzip: tuple[bytes, Any] | None = None  # compressed text, compressor after it
 
-    def gzipped(self, live: bytes) -> bytes:
-        """One gzip member of the cached text followed by `live`."""
+    def gzipped(self, live: bytes) -> tuple[bytes, bytes]:
+        """One gzip member of the cached text followed by `live`, in two pieces."""
         # Compressed outside the exposition lock, so writers do not wait for it.
         with self._lock:
             if self._gzip is None:
@@ -188,4 +194,4 @@ class _Cached:
                 self._gzip = (compressor.compress(self.text), compressor)
             start, after_text = self._gzip
             tail = after_text.copy()  # the cached state stays ready for the next scrape
-        return start + tail.compress(live) + tail.flush()
+        return (start, tail.compress(live) + tail.flush())

@@ -11,7 +11,7 @@ import logging
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -27,7 +27,7 @@ CONTENT_TYPE_METRICS = "text/plain; version=0.0.4; charset=utf-8"
 class App:
     """What the HTTP handlers need, injected so tests can pass their own."""
 
-    metrics: Callable[[bool], bytes]  # gzipped? -> exposition text
+    metrics: Callable[[bool], Sequence[bytes]]  # gzipped? -> exposition text, in pieces
     ready: Callable[[], bool]
     reload: Callable[[], str | None]  # None on success, else the error text
     status_page: Callable[[], str]
@@ -53,7 +53,7 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/-/reload":
             self._text(405, "Only POST reloads the configuration\n", allow="POST")
         elif path == "/":
-            self._send(200, app.status_page().encode(), "text/html; charset=utf-8")
+            self._send(200, (app.status_page().encode(),), "text/html; charset=utf-8")
         else:
             self._text(404, "Not found\n")
 
@@ -90,26 +90,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.rfile.read(min(length, 1 << 20))
 
     def _text(self, status: int, text: str, allow: str | None = None) -> None:
-        self._send(status, text.encode(), "text/plain; charset=utf-8", allow=allow)
+        self._send(status, (text.encode(),), "text/plain; charset=utf-8", allow=allow)
 
     def _send(
         self,
         status: int,
-        body: bytes,
+        body: Sequence[bytes],
         content_type: str,
         gzipped: bool = False,
         allow: str | None = None,
     ) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(sum(map(len, body))))
         if gzipped:
             self.send_header("Content-Encoding", "gzip")
         if allow:
             self.send_header("Allow", allow)
         self.end_headers()
         if self.command != "HEAD":
-            self.wfile.write(body)
+            # Piece by piece: the cached text is megabytes, and joining would copy it.
+            for piece in body:
+                self.wfile.write(piece)
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("http %s %s", self.address_string(), format % args)

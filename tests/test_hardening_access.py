@@ -212,7 +212,7 @@ def test_client_certificates_are_required_when_configured(tmp_path: Path) -> Non
         """,
     )
     app = App(
-        metrics=lambda gzipped: gzip.compress(b"up 1\n") if gzipped else b"up 1\n",
+        metrics=lambda gzipped: (gzip.compress(b"up 1\n") if gzipped else b"up 1\n",),
         ready=lambda: True,
         reload=lambda: None,
         status_page=lambda: "<p>ok</p>",

@@ -35,9 +35,12 @@ class FakeApp:
     metrics_calls: list[bool] = field(default_factory=list)
     reloads: int = 0
 
-    def metrics(self, gzipped: bool) -> bytes:
+    def metrics(self, gzipped: bool) -> tuple[bytes, ...]:
+        """The text in three pieces, as the exposition sends its cached and live parts."""
         self.metrics_calls.append(gzipped)
-        return gzip.compress(METRICS_TEXT) if gzipped else METRICS_TEXT
+        whole = gzip.compress(METRICS_TEXT) if gzipped else METRICS_TEXT
+        third = len(whole) // 3
+        return (whole[:third], whole[third : 2 * third], whole[2 * third :])
 
     def ready(self) -> bool:
         return self.is_ready
