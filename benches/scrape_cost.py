@@ -77,7 +77,7 @@ FULL = Params(
         SIZES[1]: Runs(50, 5, 30, 25),
         SIZES[2]: Runs(25, 10, 15, 10),
     },
-    400,
+    1600,
     10,
 )
 QUICK = Params(SIZES[:1], {SIZES[0]: Runs(3, 2, 3, 2)}, 6, 2)
