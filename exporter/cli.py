@@ -24,6 +24,7 @@ from exporter.config import CONFIG_ENV, Config, ConfigError, load_config
 from exporter.exposition import Exposition
 from exporter.gpu import DisabledGpuReader, GpuReader, NvmlReader
 from exporter.gpu_collector import GpuCollector
+from exporter.memory import tune_allocator
 from exporter.report import format_json, format_table, run_round
 from exporter.server import App, HttpServer
 from exporter.service import Service
@@ -127,6 +128,7 @@ def _probe_once(config: Config, output: str) -> int:
 
 
 def _serve(config: Config, path: str | None, address: str, web: WebAccessConfig) -> int:
+    tune_allocator()  # before the first render: the texts are megabytes at hundreds of jobs
     gpu = _gpu_reader(config)
     exposition = Exposition(live_collectors=_live_collectors(gpu))
     service = Service(config, path, exposition, gpu)
