@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import gzip
-import http.client
 import itertools
 import threading
 import time
@@ -30,7 +29,7 @@ from prometheus_client import (
 from prometheus_client.registry import Collector
 
 from benches.common import DoubleHost, Section, Summary, model_spec, ms, summary_ms
-from benches.scraper_host import ScraperHost
+from benches.scraper_host import Scraper, ScraperHost
 from benches.stock import StockProbeMetrics
 from exporter.config import TargetConfig
 from exporter.exposition import Exposition
@@ -307,21 +306,6 @@ def _stale_times(
 
 
 # --- through HTTP ------------------------------------------------------------------------------
-class Scraper:
-    """A keep-alive HTTP client, like Prometheus: one connection, many scrapes."""
-
-    def __init__(self, port: int) -> None:
-        self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-
-    def scrape(self, gzipped: bool) -> bytes:
-        headers = {"Accept-Encoding": "gzip"} if gzipped else {}
-        self._conn.request("GET", "/metrics", headers=headers)
-        return self._conn.getresponse().read()
-
-    def close(self) -> None:
-        self._conn.close()
-
-
 def _serve(metrics: Callable[[bool], Sequence[bytes]]) -> HttpServer:
     app = App(metrics=metrics, ready=lambda: True, reload=lambda: None, status_page=lambda: "")
     return HttpServer("127.0.0.1:0", app)

@@ -26,23 +26,28 @@ M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
 MMAP_THRESHOLD_BYTES = 1 << 20
 
 
-def _libc_function(name: str, *argtypes: Any) -> Any:
-    """A glibc function with its argument types set, or None where there is no such function."""
-    library = ctypes.util.find_library("c")
+def _libc() -> ctypes.CDLL | None:
+    library = ctypes.util.find_library("c")  # runs ldconfig: once, not per function
     if library is None:
         return None
     try:
-        function = getattr(ctypes.CDLL(library), name, None)
+        return ctypes.CDLL(library)
     except OSError:
         return None
+
+
+def _function(libc: ctypes.CDLL | None, name: str, *argtypes: Any) -> Any:
+    """A C library function with its argument types set, or None where there is no such one."""
+    function = getattr(libc, name, None)
     if function is not None:
         function.argtypes = list(argtypes)
         function.restype = ctypes.c_int
     return function
 
 
-_TRIM = _libc_function("malloc_trim", ctypes.c_size_t)
-_MALLOPT = _libc_function("mallopt", ctypes.c_int, ctypes.c_int)
+_LIBC = _libc()
+_TRIM = _function(_LIBC, "malloc_trim", ctypes.c_size_t)
+_MALLOPT = _function(_LIBC, "mallopt", ctypes.c_int, ctypes.c_int)
 
 
 def tune_allocator() -> bool:
