@@ -92,8 +92,9 @@ def _tunables_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
 
 
 def restart_with_tunables() -> None:
-    """Start this program again in place (same PID, arguments and environment) with glibc's
-    per-thread caches off; returns only when that is not needed or not possible.
+    """Start this program again in place (same PID and arguments, the environment plus the
+    tunables) with glibc's per-thread caches off; returns only when that is not needed or not
+    possible.
 
     Call first thing in the program's entry point: before any thread, and never from code that
     a test or a library user runs in their own process.
@@ -110,7 +111,7 @@ def restart_with_tunables() -> None:
 def _glibc() -> bool:
     try:
         return os.confstr("CS_GNU_LIBC_VERSION") is not None
-    except (ValueError, OSError):
+    except (AttributeError, ValueError, OSError):  # no confstr (Windows), or not glibc
         return False
 
 

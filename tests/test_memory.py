@@ -45,17 +45,22 @@ def rss() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _freed_at_once(mode: str) -> tuple[bool, int]:
-    """(tuned?, MiB that went back to the OS as 48 MiB of 2 MiB blocks were freed, no trim)."""
+def _child(script: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
     result = subprocess.run(
-        [sys.executable, "-c", FREE_AFTER_A_LARGE_FREE, mode],
+        [sys.executable, "-c", script, *args],
         cwd=REPO,
+        env=env,
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
-    tuned, released = result.stdout.split()
+    return result.stdout.split()
+
+
+def _freed_at_once(mode: str) -> tuple[bool, int]:
+    """(tuned?, MiB that went back to the OS as 48 MiB of 2 MiB blocks were freed, no trim)."""
+    tuned, released = _child(FREE_AFTER_A_LARGE_FREE, mode)
     return tuned == "1", int(released)
 
 
@@ -119,19 +124,6 @@ for thread in threads:
     thread.join()
 print(int(tuned), heaps)
 """
-
-
-def _child(script: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
-    result = subprocess.run(
-        [sys.executable, "-c", script, *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return result.stdout.split()
 
 
 @glibc
