@@ -26,7 +26,6 @@ operator made (MALLOC_ARENA_MAX, GLIBC_TUNABLES) are left as they are.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import sys
 from collections.abc import Mapping
@@ -43,12 +42,14 @@ RESTARTED = "OLLAMA_PROBE_EXPORTER_RESTARTED"
 
 
 def _libc() -> ctypes.CDLL | None:
-    library = ctypes.util.find_library("c")  # runs ldconfig: once, not per function
-    if library is None:
-        return None
+    """The symbols already loaded into the process, the C library's among them.
+
+    No ctypes.util.find_library: it runs ldconfig in a subprocess, and the entry point imports
+    this module before its restart, so that would run twice at every start.
+    """
     try:
-        return ctypes.CDLL(library)
-    except OSError:
+        return ctypes.CDLL(None)
+    except (OSError, TypeError):  # TypeError: Windows has no handle for the process itself
         return None
 
 
