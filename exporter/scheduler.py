@@ -4,9 +4,10 @@ Each (target, model, prompt) is one job: at most one instance, coalesced, never 
 lateness. Its first run is at start-up, or when an inventory refresh or a reload adds it; first
 runs are paced at STARTUP_RATE per second across the exporter, so many jobs added at once start
 over a few seconds instead of as one burst (600 jobs within 12 s). Later runs follow the job's
-effective interval plus a jitter of at most 10 %. Each target has its own thread pool sized to
-concurrency_per_target, so a slow target cannot starve another, and jobs of one target queue for
-its slots. Health checks and inventory refreshes run at once and are not paced.
+effective interval plus a jitter of at most 10 %. Each target has its own pool of
+concurrency_per_target worker threads, all started with it, so a slow target cannot starve
+another, and jobs of one target queue for its slots. Health checks and inventory refreshes run
+at once and are not paced.
 
 The duty cycle counts each probe's own measured time (request sent to done chunk), not the
 run's time in the exporter, so a busy exporter does not stretch the schedule.
@@ -14,6 +15,7 @@ run's time in the exporter, so a busy exporter does not stretch the schedule.
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import random
 import threading
@@ -23,7 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
-from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.executors.pool import BasePoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
@@ -71,15 +73,38 @@ class JitteredInterval(BaseTrigger):  # type: ignore[misc]
         )
 
 
-class StampingExecutor(ThreadPoolExecutor):  # type: ignore[misc]
-    """A thread pool that notes when each run was submitted and for which planned time.
+class FixedThreadPool(BasePoolExecutor):  # type: ignore[misc]
+    """A thread pool whose workers all start with it and live as long as it does.
+
+    concurrent.futures starts a worker only when a run finds every worker busy, so a pool grew
+    for hours as rare bursts reached its bound: a footprint that crept. With every worker up
+    front, the exporter's threads are fixed by its configuration from the start.
+    """
+
+    def __init__(self, workers: int, name: str) -> None:
+        pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix=name)
+        # Each worker holds the gate until all have arrived, so no submission finds an idle
+        # worker and each one starts another, up to the bound.
+        gate = threading.Barrier(workers)
+        try:
+            for _ in range(workers):
+                pool.submit(gate.wait)
+        except BaseException:
+            gate.abort()  # a worker failed to start: release those already waiting
+            pool.shutdown(wait=False)
+            raise
+        super().__init__(pool)
+
+
+class StampingExecutor(FixedThreadPool):
+    """A target's probe workers, noting when each run was submitted and for which planned time.
 
     APScheduler passes the planned run times (jitter included) to the executor but not to the
     job function; the stamp lets a job split its delay into scheduling lag and queue wait.
     """
 
-    def __init__(self, max_workers: int, stamps: dict[str, tuple[float, float]]) -> None:
-        super().__init__(max_workers)
+    def __init__(self, workers: int, name: str, stamps: dict[str, tuple[float, float]]) -> None:
+        super().__init__(workers, name)
         self._stamps = stamps
 
     def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
@@ -103,7 +128,7 @@ class ProbeScheduler:
         self._next_first_run = 0.0  # Unix time: the earliest slot for the next job's first run
         self._scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-            executors={"default": ThreadPoolExecutor(4)},
+            executors={"default": FixedThreadPool(4, "exporter-upkeep")},
         )
         self._scheduler.add_listener(self._overrun, EVENT_JOB_MAX_INSTANCES)
 
@@ -137,7 +162,9 @@ class ProbeScheduler:
             target.duty.max_duty = self.config.probe.max_duty_cycle
         self._exposition.register_target(target.name)
         self._scheduler.add_executor(
-            StampingExecutor(self.config.probe.concurrency_per_target, self._stamps),
+            StampingExecutor(
+                self.config.probe.concurrency_per_target, f"probe-{target.name}", self._stamps
+            ),
             alias=_executor(target.name),
         )
         self._scheduler.add_job(

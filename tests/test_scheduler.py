@@ -270,3 +270,26 @@ def test_waiting_for_a_slot_is_queue_wait_not_lag(clients: Any) -> None:
     assert value(samples, f"{WAIT}_bucket", target="local", le="0.25") == 1  # the first: no wait
     waited = value(samples, f"{WAIT}_sum", target="local")
     assert waited is not None and waited >= 0.4
+
+
+# --- worker threads ---------------------------------------------------------------------------
+
+
+def test_every_worker_starts_with_its_pool_and_no_more_start_later(clients: Any) -> None:
+    # Workers started on demand kept appearing for hours, whenever a rare burst found every one
+    # busy: a footprint that crept. The threads are the configuration's from the start.
+    before = set(threading.enumerate())
+
+    def workers(prefix: str) -> int:
+        new = (t for t in threading.enumerate() if t not in before)
+        return sum(1 for t in new if t.name.startswith(prefix))
+
+    script = ModelScript("m:1b", resident=True, first_token_delay=0.2)
+    with OllamaDouble([script]) as double:
+        rig = Rig(double, clients, prompts=6, probe={"concurrency_per_target": 3})
+        with rig:
+            at_start = workers("probe-local_"), workers("exporter-upkeep_")
+            wait_until(rig.scheduler.ready, 20, "six first probes, three at a time")
+            after = workers("probe-local_"), workers("exporter-upkeep_")
+    assert at_start == (3, 4)
+    assert after == (3, 4)
