@@ -76,8 +76,8 @@ class JitteredInterval(BaseTrigger):  # type: ignore[misc]
 class FixedThreadPool(BasePoolExecutor):  # type: ignore[misc]
     """A thread pool whose workers all start with it and live as long as it does.
 
-    concurrent.futures starts a worker only when a run finds every worker busy, so a pool grew
-    for hours as rare bursts reached its bound: a footprint that crept. With every worker up
+    concurrent.futures starts a worker only when a run finds every worker busy, so a pool's
+    thread count crept up for hours as rare bursts reached its bound. With every worker up
     front, the exporter's threads are fixed by its configuration from the start.
     """
 

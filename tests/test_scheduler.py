@@ -277,7 +277,7 @@ def test_waiting_for_a_slot_is_queue_wait_not_lag(clients: Any) -> None:
 
 def test_every_worker_starts_with_its_pool_and_no_more_start_later(clients: Any) -> None:
     # Workers started on demand kept appearing for hours, whenever a rare burst found every one
-    # busy: a footprint that crept. The threads are the configuration's from the start.
+    # busy. The threads are the configuration's from the start.
     before = set(threading.enumerate())
 
     def workers(prefix: str) -> int:
