@@ -49,9 +49,10 @@ class Params:
     idle_interval_s: float  # the probe interval after the reload that ends the soak
 
 
-# 36 minutes, more than the 15: RSS settles by about 0.2 MiB in minutes 2-4 (counts
-# gaining digits among it), which a 16-minute slope cannot tell from a leak. The longer span
-# is also stricter: side by side, it flagged a variant rising 0.3 MiB/h (benches/findings.md).
+# 36 minutes, more than the 15. Over 16 minutes the slope of one build's per-minute RSS
+# means ranged from +0.0 to +0.7 MiB/h between runs (± 0.3-0.6): a step of 0.2 MiB early in
+# some runs decides it. Over 36 minutes it is ± 0.1, so the longer soak is also the stricter
+# one: side by side, it flagged a variant rising 0.3 MiB/h (benches/findings.md).
 FULL = Params(10, 20, 3, 20.0, 2160.0, 90.0, 5.0, 15.0, 120.0, 20_000, 3600.0)
 QUICK = Params(2, 3, 1, 1.0, 2.0, 1.0, 0.25, 0.5, 0.0, 1, 10.0)
 
