@@ -30,6 +30,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CLK_TCK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
 LIBRARIES = ("prometheus-client", "httpx", "httpcore", "APScheduler", "pydantic", "PyYAML")
 
 
@@ -300,6 +301,47 @@ def read_proc(pid: int) -> ProcSample:
     rest = stat.rsplit(")", 1)[1].split()
     cpu = (int(rest[11]) + int(rest[12])) / CLK_TCK
     return ProcSample(time.perf_counter(), rss, threads, fds, cpu)
+
+
+@dataclass
+class AnonSample:
+    """Private anonymous memory of a process outside its thread stacks, from /proc/<pid>/smaps:
+    what the allocators have mapped (the C heap, their mmaps, Python's arenas) and how much of
+    it is resident. Resident memory can only approach mapped memory; when the mapped size is
+    flat, a rise in RSS is pages of memory already reserved being touched, which stops at the
+    mapped size."""
+
+    at: float  # perf_counter
+    mapped_bytes: int
+    resident_bytes: int
+
+
+def read_anon(pid: int) -> AnonSample:
+    """Read from outside the process, so nothing inside it is instrumented.
+
+    A thread's stack is the writable mapping right after its guard page (an inaccessible
+    mapping of one page); stacks are left out because their size comes and goes with threads
+    and almost none of it is resident.
+    """
+    mapped = resident = 0
+    previous_end, previous_guard = -1, False
+    counted = False  # whether the mapping whose fields follow is one of those summed
+    with open(f"/proc/{pid}/smaps", encoding="utf-8", errors="replace") as smaps:
+        for line in smaps:
+            head = line.split(None, 5)
+            if head and head[0][-1] != ":":  # a mapping's header: range, perms, offset, ...
+                low, high = (int(x, 16) for x in head[0].split("-"))
+                perms, path = head[1], head[5].strip() if len(head) > 5 else ""
+                anonymous = path in ("", "[heap]") and perms.startswith("rw") and perms[3] == "p"
+                stack = previous_guard and previous_end == low
+                counted = anonymous and not stack
+                if counted:
+                    mapped += high - low
+                previous_guard = perms.startswith("---") and high - low == PAGE and not path
+                previous_end = high
+            elif counted and head[0] == "Rss:":
+                resident += int(head[1]) * 1024
+    return AnonSample(time.perf_counter(), mapped, resident)
 
 
 class ExporterProcess:

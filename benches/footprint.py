@@ -14,12 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from benches.common import (
+    AnonSample,
     DoubleHost,
     ExporterProcess,
     ProcSample,
     Section,
     Summary,
     model_spec,
+    read_anon,
     read_proc,
     samples,
     slope_with_error,
@@ -133,6 +135,7 @@ class Sampler:
         self._exporter = exporter
         self._p = p
         self.proc: list[ProcSample] = []
+        self.anon: list[AnonSample] = []
         self.scrape_s: list[float] = []
         self.scrape_bytes = 0
         self.probes: list[tuple[float, float]] = []
@@ -154,6 +157,8 @@ class Sampler:
             if time.perf_counter() >= next_scrape:
                 next_scrape += self._p.scrape_every_s
                 self._scrape()
+                # smaps is long and takes the exporter's memory-map lock: as often as scrapes.
+                self.anon.append(read_anon(self._exporter.pid))
 
     def _scrape(self) -> None:
         start = time.perf_counter()
@@ -266,6 +271,7 @@ def _report(section: Section, p: Params, name: str, soak: Soak, judged: bool) ->
     )
     growth, flat = _growth(steady, p)
     add("growth after warm-up", growth, "no growth", flat)
+    add("anonymous memory outside thread stacks", _anon(soak.sampler.anon, p))
     add(
         "fds and threads",
         f"fds {min(s.fds for s in steady)}..{max(s.fds for s in steady)}, "
@@ -289,6 +295,7 @@ def _report(section: Section, p: Params, name: str, soak: Soak, judged: bool) ->
         "probes": probes,
         "rss_max": max(rss),
         "samples": [[s.at - t0, s.rss_bytes, s.threads, s.fds, s.cpu_s] for s in proc],
+        "anon": [[s.at - t0, s.mapped_bytes, s.resident_bytes] for s in soak.sampler.anon],
     }
 
 
@@ -300,7 +307,9 @@ def _failures(final: str) -> str:
     return f"{mix or 'none'}; skips {total(final, 'ollama_probe_skips_total'):.0f}"
 
 
-def _minute_means(steady: list[ProcSample], value: str) -> list[tuple[float, float]]:
+def _minute_means(
+    steady: list[ProcSample] | list[AnonSample], value: str
+) -> list[tuple[float, float]]:
     """Per-minute means: a render's transient peak should not pass for a trend."""
     t0 = steady[0].at
     buckets: dict[int, list[float]] = {}
@@ -330,3 +339,21 @@ def _growth(steady: list[ProcSample], p: Params) -> tuple[str, bool]:
     )
     flat = all(slope - 2 * se <= 0 for slope, se in ((r, r_se), (f, f_se), (th, th_se)))
     return text, flat
+
+
+def _anon(anon: list[AnonSample], p: Params) -> str:
+    """Whether a rise in RSS is new memory or reserved pages being touched (see AnonSample)."""
+    steady = [s for s in anon if s.at - anon[0].at >= p.warmup_s] if anon else []
+    if len(steady) < 4:
+        return "too few samples"
+    parts = []
+    for what, name in (("resident", "resident_bytes"), ("mapped", "mapped_bytes")):
+        means = [(t, v / 2**20) for t, v in _minute_means(steady, name)]
+        slope, se = slope_with_error(means)
+        first, last = means[0][1], means[-1][1]
+        parts.append(f"{what} {first:.1f} -> {last:.1f} MiB ({slope:+.1f} ± {2 * se:.1f} MiB/h)")
+    left = (steady[-1].mapped_bytes - steady[-1].resident_bytes) / 2**20
+    return (
+        f"{parts[0]} of {parts[1]}, per-minute means after the warm-up; "
+        f"mapped but not resident at the end {left:.1f} MiB"
+    )

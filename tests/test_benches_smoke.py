@@ -8,21 +8,27 @@ produces its figures without raising, and RESULTS.md is written with every secti
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from benches.common import Summary, quantile, slope_with_error
+from benches.common import PAGE, Summary, quantile, read_anon, slope_with_error
 from benches.scheduler import match_plans
 
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED = {
     "fidelity": ("|exporter total - double| (1 target)", "|exporter TTFT - double| (1 target)"),
     "scrape_cost": ("same series as the baseline (1x3x1)",),
-    "footprint": ("RSS [as shipped]", "idle CPU between probes [as shipped]"),
+    "footprint": (
+        "RSS [as shipped]",
+        "anonymous memory outside thread stacks [as shipped]",
+        "idle CPU between probes [as shipped]",
+    ),
     "scheduler": (
         "start lag, external (double's receipt - logged plan)",
         "runs skipped or doubled",
@@ -70,6 +76,38 @@ def test_statistics_helpers() -> None:
     assert Summary.of(values).median == 50.5
     slope, error = slope_with_error([(t * 60.0, 2.0 * t) for t in range(10)])
     assert slope == pytest.approx(120.0) and error == pytest.approx(0.0, abs=1e-9)
+
+
+def test_anonymous_memory_counts_reserved_and_touched_pages_apart() -> None:
+    size = 64 * 2**20
+    before = read_anon(os.getpid())
+    with mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE) as block:
+        reserved = read_anon(os.getpid())
+        for offset in range(0, size, PAGE):
+            block[offset] = 1
+        touched = read_anon(os.getpid())
+    slack = 4 * 2**20  # whatever else the interpreter allocates meanwhile
+    assert size <= reserved.mapped_bytes - before.mapped_bytes < size + slack
+    assert reserved.resident_bytes - before.resident_bytes < slack
+    assert size <= touched.resident_bytes - before.resident_bytes < size + slack
+
+
+def test_anonymous_memory_leaves_thread_stacks_out() -> None:
+    stack = 32 * 2**20
+    release = threading.Event()
+    before = read_anon(os.getpid())
+    previous = threading.stack_size(stack)
+    try:
+        waiter = threading.Thread(target=release.wait)
+        waiter.start()
+    finally:
+        threading.stack_size(previous)
+    try:
+        during = read_anon(os.getpid())
+    finally:
+        release.set()
+        waiter.join()
+    assert during.mapped_bytes - before.mapped_bytes < stack // 4
 
 
 def test_plans_are_matched_to_the_job_whose_requests_follow_them() -> None:
