@@ -271,7 +271,8 @@ def _report(section: Section, p: Params, name: str, soak: Soak, judged: bool) ->
     )
     growth, flat = _growth(steady, p)
     add("growth after warm-up", growth, "no growth", flat)
-    add("anonymous memory outside thread stacks", _anon(soak.sampler.anon, p))
+    after_warmup = [s for s in soak.sampler.anon if s.at - t0 >= p.warmup_s]
+    add("anonymous memory outside thread stacks", _anon(after_warmup))
     add(
         "fds and threads",
         f"fds {min(s.fds for s in steady)}..{max(s.fds for s in steady)}, "
@@ -341,9 +342,8 @@ def _growth(steady: list[ProcSample], p: Params) -> tuple[str, bool]:
     return text, flat
 
 
-def _anon(anon: list[AnonSample], p: Params) -> str:
+def _anon(steady: list[AnonSample]) -> str:
     """Whether a rise in RSS is new memory or reserved pages being touched (see AnonSample)."""
-    steady = [s for s in anon if s.at - anon[0].at >= p.warmup_s] if anon else []
     if len(steady) < 4:
         return "too few samples"
     parts = []
