@@ -181,19 +181,14 @@ def _idle_cpu(exporter: ExporterProcess, seconds: float) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class Variant:
-    """One exporter build to soak; a second one soaks beside it, as a before/after."""
+    """One exporter build to soak (a second one could run beside it, as a before/after)."""
 
     name: str
     module: str
     env: dict[str, str]
 
 
-VARIANTS = (
-    Variant("as shipped", "exporter", {}),
-    # Before Python's small objects moved into glibc's heap: the operator's override, which the
-    # exporter leaves alone, puts them back in pymalloc's arenas (see exporter.memory).
-    Variant("pymalloc (before)", "exporter", {"PYTHONMALLOC": "pymalloc"}),
-)
+VARIANTS = (Variant("as shipped", "exporter", {}),)
 
 
 @dataclass
@@ -243,11 +238,7 @@ def run(p: Params, mode: str) -> Section:
         if variant.name in soaks:
             judged = variant is VARIANTS[0]
             _report(section, p, variant.name, soaks[variant.name], judged=judged)
-    section.notes.append(
-        '"as shipped" is `python -m exporter`; "pymalloc (before)" is the same with '
-        "`PYTHONMALLOC=pymalloc`, as before Python's small objects moved into glibc's heap. "
-        "Both soak at once, each against doubles of its own; only the first carries verdicts."
-    )
+    section.notes.append('"as shipped" is `python -m exporter`, against doubles of its own.')
     return section
 
 

@@ -15,21 +15,12 @@ last of them dealt with:
   and pin the pages around them (about 5 MiB over 50 threads, released only when a thread exits);
 - it keeps freed memory inside its arenas.
 
-Python's own small-object allocator (pymalloc) added a fifth: it carves 16 KiB pools out of
-1 MiB arenas, and a pool's pages, once touched, stay resident until the whole arena is empty.
-So resident memory followed the most pools each arena ever had in use at once, a high-water
-mark that rare bursts of probes in flight kept raising (0.1-0.2 MiB/h at 600 jobs, with the
-mapped size flat).
-
 tune_allocator() fixes the threshold at 1 MiB and caps the arenas at one, in-process at
 start-up. The per-thread cache can only be switched off before the process starts (the
-GLIBC_TUNABLES environment variable), and the interpreter picks its allocator then too
-(PYTHONMALLOC), so restart_with_tunables() starts the program again in place, once, with both
-set: Python's small objects then come from glibc's heap. release_free_memory() runs
-malloc_trim(0) after a render that rebuilt the text, which gives back every free page of that
-heap, small objects' included. Where the C library is not glibc (musl, macOS) all of this does
-nothing; settings an operator made (MALLOC_ARENA_MAX, GLIBC_TUNABLES, PYTHONMALLOC) are left as
-they are.
+GLIBC_TUNABLES environment variable), so restart_with_tunables() starts the program again in
+place, once, with it set. release_free_memory() runs malloc_trim(0) after a render that rebuilt
+the text. Where the C library is not glibc (musl, macOS) all of this does nothing; settings an
+operator made (MALLOC_ARENA_MAX, GLIBC_TUNABLES) are left as they are.
 """
 
 from __future__ import annotations
@@ -45,7 +36,6 @@ M_ARENA_MAX = -8
 MMAP_THRESHOLD_BYTES = 1 << 20
 ARENAS = 1  # the GIL serialises nearly every allocation anyway: more arenas buy nothing here
 TUNABLES = "glibc.malloc.tcache_count=0"  # no per-thread cache of freed chunks
-SMALL_OBJECTS = "malloc"  # PYTHONMALLOC: small objects from glibc, whose free pages trim returns
 # Set by the restart. glibc may drop GLIBC_TUNABLES itself (a binary with file capabilities runs
 # in secure mode), so the restart must not rely on finding it to happen only once.
 RESTARTED = "OLLAMA_PROBE_EXPORTER_RESTARTED"
@@ -95,25 +85,17 @@ def tune_allocator() -> bool:
 def _tunables_environment(environ: Mapping[str, str]) -> dict[str, str] | None:
     """The environment to start again with, or None when there is no need to.
 
-    None off glibc, after the restart, and where the operator set every variable the restart
-    would (theirs win). PYTHONMALLOC does not count where the interpreter ignores PYTHON*
-    variables (-E, -I).
+    None off glibc, where the operator set GLIBC_TUNABLES (theirs wins), and after the restart.
     """
-    if not _glibc() or RESTARTED in environ:
+    if not _glibc() or "GLIBC_TUNABLES" in environ or RESTARTED in environ:
         return None
-    wanted = {"GLIBC_TUNABLES": TUNABLES}
-    if not sys.flags.ignore_environment:
-        wanted["PYTHONMALLOC"] = SMALL_OBJECTS
-    missing = {name: value for name, value in wanted.items() if name not in environ}
-    if not missing:
-        return None
-    return {**environ, **missing, RESTARTED: "1"}
+    return {**environ, "GLIBC_TUNABLES": TUNABLES, RESTARTED: "1"}
 
 
 def restart_with_tunables() -> None:
     """Start this program again in place (same PID and arguments, the environment plus the
-    tunables) with glibc's per-thread caches off and Python's small objects in glibc's heap;
-    returns only when that is not needed or not possible.
+    tunables) with glibc's per-thread caches off; returns only when that is not needed or not
+    possible.
 
     Call first thing in the program's entry point: before any thread, and never from code that
     a test or a library user runs in their own process.

@@ -28,7 +28,6 @@ EXPECTED = {
         "RSS [as shipped]",
         "anonymous memory outside thread stacks [as shipped]",
         "idle CPU between probes [as shipped]",
-        "RSS [pymalloc (before)]",
     ),
     "scheduler": (
         "start lag, external (double's receipt - logged plan)",

@@ -1,6 +1,5 @@
-"""Large buffers get their own mappings, threads share one heap without caches of their own,
-Python's small objects live in that heap, and freed heap memory goes back to the operating system
-(exporter.memory)."""
+"""Large buffers get their own mappings, threads share one heap without caches of their own, and
+freed heap memory goes back to the operating system (exporter.memory)."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.memory import RESTARTED, SMALL_OBJECTS, TUNABLES, release_free_memory
+from exporter.memory import RESTARTED, TUNABLES, release_free_memory
 
 MIB = 1 << 20
 REPO = Path(__file__).resolve().parents[1]
@@ -46,11 +45,9 @@ def rss() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def _child(
-    script: str, *args: str, env: dict[str, str] | None = None, flags: tuple[str, ...] = ()
-) -> list[str]:
+def _child(script: str, *args: str, env: dict[str, str] | None = None) -> list[str]:
     result = subprocess.run(
-        [sys.executable, *flags, "-c", script, *args],
+        [sys.executable, "-c", script, *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -216,63 +213,3 @@ def test_the_restart_happens_once_even_where_glibc_drops_the_tunables() -> None:
     env[RESTARTED] = "1"
     started, running, tunables, _ = _freed_small_blocks(env)
     assert (running, tunables) == (started, "-")
-
-
-# Restarts itself first, then frees most of ~50 MiB of small objects. One in 1024 stays alive,
-# about one per 100 KiB: every 1 MiB arena of pymalloc keeps live ones (so it keeps all its
-# pages), while most 4 KiB pages hold none (so a trim of glibc's heap can give them back).
-FREED_SMALL_OBJECTS = """
-import os
-from exporter.memory import release_free_memory, restart_with_tunables
-
-restart_with_tunables()
-
-def rss():
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-start = rss()
-chunks = [[bytes(48) for _ in range(1024)] for _ in range(512)]
-peak = rss()
-survivors = [chunk[0] for chunk in chunks]
-del chunks
-release_free_memory()
-print(os.environ.get("PYTHONMALLOC", "-"), peak - start, rss() - start, len(survivors))
-"""
-
-
-def _kept_of_small_objects(env: dict[str, str]) -> tuple[str, float]:
-    """(the child's PYTHONMALLOC, the share of its small objects' memory still resident after
-    it freed nearly all of them and trimmed)."""
-    allocator, grown, kept, _ = _child(FREED_SMALL_OBJECTS, env=env)
-    assert int(grown) >= 32 * MIB, f"the objects took only {int(grown) / MIB:.1f} MiB"
-    return allocator, int(kept) / int(grown)
-
-
-@glibc
-def test_the_restart_puts_small_objects_where_a_trim_returns_their_pages() -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", RESTARTED)}
-    allocator, kept = _kept_of_small_objects(env)
-    assert allocator == SMALL_OBJECTS
-    assert kept < 0.25, f"{kept:.0%} of the freed objects' memory stayed resident"
-
-
-@glibc
-def test_an_operators_python_allocator_is_left_alone() -> None:
-    # pymalloc keeps the pages of an arena that still holds a live object: what the test tells
-    # apart.
-    env = {**os.environ, "PYTHONMALLOC": "pymalloc"}
-    env.pop(RESTARTED, None)
-    allocator, kept = _kept_of_small_objects(env)
-    assert allocator == "pymalloc"
-    assert kept > 0.75, f"only {kept:.0%} of the freed objects' memory stayed resident"
-
-
-@glibc
-def test_an_interpreter_that_ignores_python_variables_is_not_told_to_use_malloc() -> None:
-    # Under -E the variable would be in the environment but not in force: a false statement.
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONMALLOC", RESTARTED)}
-    script = "from exporter.memory import restart_with_tunables; restart_with_tunables()\n"
-    script += f"import os; print(os.environ.get('PYTHONMALLOC', '-'), os.environ['{RESTARTED}'])"
-    assert _child(script, env=env) == [SMALL_OBJECTS, "1"]
-    assert _child(script, env=env, flags=("-E",)) == ["-", "1"]
