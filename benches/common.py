@@ -136,6 +136,9 @@ def summary_ms(s: Summary, digits: int = 3) -> str:
 
 
 # --- machine -----------------------------------------------------------------------------------
+ALLOCATOR_VARIABLES = ("PYTHONMALLOC", "GLIBC_TUNABLES")
+
+
 def machine() -> dict[str, str]:
     """Facts that make the numbers comparable: CPU, cores, RAM, Python and library versions."""
     cpu = "unknown"
@@ -155,6 +158,8 @@ def machine() -> dict[str, str]:
         "ram": f"{ram_kb / 1024 / 1024:.1f} GiB",
         "kernel": platform.release(),
         "python": platform.python_version(),
+        # What the in-process benchmarks ran under (set by the restart, as in the exporter).
+        "allocator": ", ".join(f"{v}={os.environ.get(v, '(unset)')}" for v in ALLOCATOR_VARIABLES),
         "libraries": libs,
         "load": " ".join(f"{x:.2f}" for x in os.getloadavg()),
     }

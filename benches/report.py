@@ -28,7 +28,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _machine(metas: list[dict[str, str]]) -> list[str]:
     keys: tuple[str, ...] = ("date", "command", "exporter commit", "cpu", "nproc", "ram")
-    keys += ("kernel", "python", "libraries", "load")
+    keys += ("kernel", "python", "allocator", "libraries", "load")
     labels = {"load": "load average at start", "nproc": "cores (nproc)"}
     rows = []
     for key in keys:

@@ -19,6 +19,7 @@ import pytest
 
 from benches.common import PAGE, Summary, quantile, read_anon, slope_with_error
 from benches.scheduler import match_plans
+from exporter.memory import TUNABLES
 
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED = {
@@ -66,6 +67,9 @@ def test_each_benchmark_reports_its_figures(quick_run: Path, name: str) -> None:
 def test_results_file_has_every_section(quick_run: Path) -> None:
     text = (quick_run / "RESULTS.md").read_text()
     assert "## Machine and run" in text and "benches/run --quick" in text
+    # The in-process benchmarks ran under the exporter's allocator settings (its restart).
+    allocator = [line for line in text.splitlines() if line.startswith("| allocator |")]
+    assert len(allocator) == 1 and f"GLIBC_TUNABLES={TUNABLES}" in allocator[0], allocator
     for name in EXPECTED:
         assert f"(`{name}`)" in text
 
