@@ -40,7 +40,10 @@ class Params:
     probes_per_target_of_four: int
 
 
-FULL = Params(probes_one_target=200, probes_per_target_of_four=50)
+# 1600 probes per scenario, so that the p99 is the 16th largest gap rather than the 3rd of 200:
+# with the exporter unchanged, the 3rd of 200 ranged from 3.3 to 20.7 ms over 18 runs on one day,
+# since a few probes caught by a stall of the shared machine decided it (benches/findings.md).
+FULL = Params(probes_one_target=1600, probes_per_target_of_four=400)
 QUICK = Params(probes_one_target=5, probes_per_target_of_four=2)
 
 
@@ -222,9 +225,10 @@ def run(p: Params, mode: str) -> Section:
 def _judge(section: Section, label: str, gaps: Gaps) -> None:
     for what, values in (("total", gaps.total), ("TTFT", gaps.ttft)):
         s = Summary.of(values)
+        over = sum(value > P99_LIMIT_S for value in values)
         section.add(
             f"|exporter {what} - double| ({label})",
-            summary_ms(s),
+            f"{summary_ms(s)}; {over} over {ms(P99_LIMIT_S, 0)}",
             "median <= 1 ms, p99 <= 5 ms",
             s.median <= MEDIAN_LIMIT_S and s.p99 <= P99_LIMIT_S,
         )

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from benches.common import PAGE, Summary, quantile, read_anon, slope_with_error
+from benches import fidelity
+from benches.common import PAGE, Section, Summary, quantile, read_anon, slope_with_error
 from benches.scheduler import match_plans
 from exporter.memory import TUNABLES
 
@@ -80,6 +81,17 @@ def test_statistics_helpers() -> None:
     assert Summary.of(values).median == 50.5
     slope, error = slope_with_error([(t * 60.0, 2.0 * t) for t in range(10)])
     assert slope == pytest.approx(120.0) and error == pytest.approx(0.0, abs=1e-9)
+
+
+def test_fidelity_counts_the_gaps_past_the_p99_limit() -> None:
+    # 3 of 200 gaps past 5 ms: the p99 (the 198th smallest) is one of them, so the verdict fails.
+    tail = [0.0051, 0.006, 0.02]
+    gaps = fidelity.Gaps(total=[0.0004] * 197 + tail, ttft=[0.0004] * 199 + [0.02])
+    section = Section("fidelity", "fidelity", "full")
+    fidelity._judge(section, "4 targets at once", gaps)
+    total, ttft = section.figures
+    assert total.value.endswith("; 3 over 5 ms") and total.ok is False, total
+    assert ttft.value.endswith("; 1 over 5 ms") and ttft.ok is True, ttft
 
 
 def test_anonymous_memory_counts_reserved_and_touched_pages_apart() -> None:
