@@ -7,9 +7,8 @@ jobs of last duration / interval) exceeds the limit, every interval of the targe
 by the factor that brings it back to the limit.
 
 The measured duty adds up busy seconds in one-minute buckets rather than keeping every probe's
-span (one span per probe grew to ~12 MB after an hour at 30 probes/s). The buckets are a ring of
-61 slots allocated with the target, so nothing is allocated as the first hour fills: a growing
-list of buckets was a steady share of the exporter's RSS creep in the footprint soak.
+span: memory stays at most 61 numbers per target whatever the probe rate (one span per probe
+grew to ~12 MB after an hour at 30 probes/s).
 """
 
 from __future__ import annotations
@@ -17,14 +16,10 @@ from __future__ import annotations
 import math
 import threading
 import time
-from array import array
+from collections import deque
 
 WINDOW_S = 3600.0
 BUCKET_S = 60.0
-# The hour's 60 minutes and the oldest one, partly inside it. Any two minutes one window can
-# hold differ by at most 60, so they never share a slot.
-SLOTS = int(WINDOW_S // BUCKET_S) + 1
-EMPTY = -(2**63)  # the minute index of a slot that holds none
 
 
 def _bucket(t: float) -> int:
@@ -49,29 +44,29 @@ class DutyCycle:
         self.projected = 0.0
         self._since = time.time() if start is None else start
         self._lock = threading.Lock()
-        # Slot minute % SLOTS holds that minute's busy seconds while _minute names it.
-        self._minute = array("q", [EMPTY]) * SLOTS
-        self._busy = array("d", [0.0]) * SLOTS
+        # [minute index (Unix time // 60), busy seconds], oldest first.
+        self._buckets: deque[list[float]] = deque()
         self._last: dict[str, tuple[float, float]] = {}
 
     @property
     def buckets(self) -> int:
-        """How many minute buckets are held (at most SLOTS)."""
+        """How many minute buckets are held (at most 61 after an update)."""
         with self._lock:
-            return sum(1 for minute in self._minute if minute != EMPTY)
+            return len(self._buckets)
 
     def record(self, job: str, start: float, end: float, interval_s: float) -> None:
         """Note one probe's wall time span and the job's configured interval."""
         with self._lock:
             self._last[job] = (end - start, interval_s)
             # Seconds before the oldest bucket an update at `end` keeps can never count; skipping
-            # them keeps an hour-long span from wrapping round the ring onto its own minutes.
+            # them bounds the buckets one (hour-long) span can add.
             t = max(start, _bucket(end - WINDOW_S) * BUCKET_S)
             while t < end:
                 index = _bucket(t)
                 edge = min(end, (index + 1) * BUCKET_S)
                 self._add(index, edge - t)
                 t = edge
+            self._prune(_bucket(end - WINDOW_S), None)
 
     def forget(self, job: str) -> None:
         with self._lock:
@@ -81,27 +76,33 @@ class DutyCycle:
         """Recompute the measured ratio over the last hour and the stretch factor."""
         with self._lock:
             horizon = now - WINDOW_S
-            oldest, newest = _bucket(horizon), _bucket(now)
-            inside = ((oldest + 1) * BUCKET_S - horizon) / BUCKET_S
-            busy = 0.0
-            for slot, minute in enumerate(self._minute):
-                if minute == EMPTY:
-                    continue
-                # Minutes after now's exist only if the clock went back; they are outside too.
-                if not oldest <= minute <= newest:
-                    self._minute[slot] = EMPTY
-                    continue
-                busy += self._busy[slot] * (inside if minute == oldest else 1.0)
+            oldest = _bucket(horizon)
+            # Buckets after now's exist only if the clock went back; they are outside the window.
+            self._prune(oldest, _bucket(now))
+            busy = sum(seconds for _, seconds in self._buckets)
+            if self._buckets and self._buckets[0][0] == oldest:
+                inside = ((oldest + 1) * BUCKET_S - horizon) / BUCKET_S
+                busy -= self._buckets[0][1] * (1.0 - inside)
             elapsed = max(min(WINDOW_S, now - self._since), 1e-9)
             self.ratio = busy / elapsed
             self.projected = sum(d / i for d, i in self._last.values())
             self.stretch = max(1.0, self.projected / self.max_duty)
 
     def _add(self, index: int, seconds: float) -> None:
-        slot = index % SLOTS
-        if self._minute[slot] != index:
-            # The slot is empty or holds a minute at least SLOTS away, which no window that
-            # includes this one can count.
-            self._minute[slot] = index
-            self._busy[slot] = 0.0
-        self._busy[slot] += seconds
+        # Spans are recorded as probes end, so they nearly always land in the newest bucket or
+        # the one before; the walk from the right is a step or two.
+        buckets = self._buckets
+        pos = len(buckets)
+        while pos and buckets[pos - 1][0] > index:
+            pos -= 1
+        if pos and buckets[pos - 1][0] == index:
+            buckets[pos - 1][1] += seconds
+        else:
+            buckets.insert(pos, [index, seconds])
+
+    def _prune(self, oldest: int, newest: int | None) -> None:
+        buckets = self._buckets
+        while buckets and buckets[0][0] < oldest:
+            buckets.popleft()
+        while buckets and newest is not None and buckets[-1][0] > newest:
+            buckets.pop()

@@ -116,27 +116,6 @@ def test_memory_is_bounded_whatever_the_probe_rate() -> None:
     assert duty.ratio == pytest.approx(0.05 / step, rel=0.02)
 
 
-def test_filling_the_hour_allocates_nothing_that_stays() -> None:
-    # The ring is allocated with the target: an exporter's first hour must not read as a leak.
-    duty = DutyCycle(0.25, start=T0)
-    tracemalloc.start()
-    try:
-        duty.record("a", T0, T0 + 0.5, 20)
-        duty.update(T0 + 0.5)
-        before, _ = tracemalloc.get_traced_memory()
-        for n in range(1, 3 * 60 * 6):  # a probe every 20 s for three hours
-            start = T0 + n * 20
-            duty.record("a", start, start + 0.5, 20)
-            duty.update(start + 0.5)
-        after, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    assert duty.buckets == 61
-    # A list per bucket, as before the ring, kept 3.6 KB here after the first hour.
-    assert after - before < 1024
-    assert duty.ratio == pytest.approx(0.5 / 20, rel=0.02)
-
-
 def test_projection_uses_each_jobs_last_duration_and_stretches_past_the_limit() -> None:
     duty = DutyCycle(0.25, start=T0)
     duty.record("a", T0, T0 + 10, 60)
