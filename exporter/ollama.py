@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from exporter.responses import release
+
 
 class OllamaApiError(Exception):
     """A read endpoint could not be used: no connection, a bad status or a bad body."""
@@ -92,6 +94,7 @@ class OllamaApi:
             )
         except httpx.HTTPError as exc:
             raise OllamaApiError(f"{path}: {type(exc).__name__}: {exc}") from None
+        release(response)  # read in full and closed by now
         if response.status_code != 200:
             raise OllamaApiError(f"{path}: HTTP {response.status_code}")
         try:

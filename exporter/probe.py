@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from exporter.responses import release
+
 
 class Reason(StrEnum):
     """Why a probe failed: the fixed set exported as the `reason` label."""
@@ -208,6 +210,7 @@ def run_probe(
     start = clock()
     sent: list[float] = []
     reads = _ReadStamps(clock)
+    response: httpx.Response | None = None
 
     def trace(event: str, info: Mapping[str, Any]) -> None:
         # The clock of a measured probe starts when the request headers go out: the watchdog's
@@ -245,6 +248,8 @@ def run_probe(
         return _failed(dog, Reason.INCOMPLETE, f"connection lost: {exc}", clock() - start)
     finally:
         reads.detach()
+        if response is not None:
+            release(response)
 
 
 def _failed(dog: Watchdog, reason: Reason, detail: str, elapsed: float) -> ProbeOutcome:
