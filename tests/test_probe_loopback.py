@@ -73,7 +73,8 @@ def request(base_url: str, **kw: object) -> ProbeRequest:
 
 @contextlib.contextmanager
 def no_gc_pauses() -> Iterator[None]:
-    """Keep a full garbage collection (tens of ms in a big test process) out of a timing."""
+    """The cyclic collector off after a full collection: none of its pauses (tens of ms in a big
+    test process) in a timing, and only reference counting frees objects meanwhile."""
     gc.collect()
     gc.disable()
     try:

@@ -4,8 +4,6 @@ with the collector switched off so that only reference counting can free anythin
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import weakref
 from collections.abc import Iterator
 
@@ -18,6 +16,7 @@ from exporter.probe import ProbeRequest, Reason, run_probe
 from exporter.responses import release
 from exporter.targets import http_clients
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
+from tests.test_probe_loopback import no_gc_pauses
 
 MODEL = "gemma3:12b"
 Refs = list["weakref.ref[httpx.Response]"]
@@ -42,16 +41,6 @@ def watch(client: httpx.Client) -> Refs:
     refs: Refs = []
     client.event_hooks = {"response": [lambda response: refs.append(weakref.ref(response))]}
     return refs
-
-
-@contextlib.contextmanager
-def collector_off() -> Iterator[None]:
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 def probe(client: httpx.Client, url: str, timeout: float = 5.0) -> Reason | None:
@@ -80,7 +69,7 @@ def test_a_probes_response_is_freed_when_the_probe_returns(
 ) -> None:
     double.set_fault(MODEL, fault)
     refs = watch(clients[1])
-    with collector_off():
+    with no_gc_pauses():
         assert probe(clients[1], double.url, timeout=0.5) is reason
         assert len(refs) == 1 and refs[0]() is None, "the response waits for the collector"
 
@@ -90,7 +79,7 @@ def test_a_read_endpoints_response_is_freed_when_the_call_returns(
 ) -> None:
     api = OllamaApi(clients[0], double.url)
     refs = watch(clients[0])
-    with collector_off():
+    with no_gc_pauses():
         [running] = api.running(5.0)
         assert running.name == MODEL
         with pytest.raises(OllamaApiError, match="HTTP 404"):
