@@ -3,10 +3,10 @@
 httpx wraps each response's stream in one that refers back to the response, to set `elapsed`
 when it closes. That reference cycle keeps the request, the headers, the connection's objects and
 the probe's trace hooks (40 to 70 objects a request) until Python's cyclic garbage collector
-finds them: at 30 probes a second, that was nearly all the collector's work, and the most
-small-object memory Python ever held at once (it keeps those pages) rose faster
-(benches/findings.md). A closed response's stream is spent, so swapping in an empty one breaks
-the cycle, and reference counting frees the rest as soon as the caller lets go.
+finds them. In a soak that was nearly all of the collector's work, and the exporter's memory
+rose faster over an hour with it than without it (benches/findings.md). A closed response's
+stream is spent, so swapping in an empty one breaks the cycle, and reference counting frees the
+rest as soon as the caller lets go.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
 from tests.test_probe_loopback import no_gc_pauses
 
 MODEL = "gemma3:12b"
+DEADLINE = 0.5  # what ends the trickling reply
 Refs = list["weakref.ref[httpx.Response]"]
 
 
@@ -43,8 +44,8 @@ def watch(client: httpx.Client) -> Refs:
     return refs
 
 
-def probe(client: httpx.Client, url: str, timeout: float = 5.0) -> Reason | None:
-    request = ProbeRequest(url, "chat", MODEL, "Why avocados?", timeout, 1024 * 1024)
+def probe(client: httpx.Client, url: str) -> Reason | None:
+    request = ProbeRequest(url, "chat", MODEL, "Why avocados?", DEADLINE, 1024 * 1024)
     return run_probe(client, request).reason
 
 
@@ -70,7 +71,7 @@ def test_a_probes_response_is_freed_when_the_probe_returns(
     double.set_fault(MODEL, fault)
     refs = watch(clients[1])
     with no_gc_pauses():
-        assert probe(clients[1], double.url, timeout=0.5) is reason
+        assert probe(clients[1], double.url) is reason
         assert len(refs) == 1 and refs[0]() is None, "the response waits for the collector"
 
 
