@@ -12,13 +12,12 @@ import pytest
 
 from exporter.config import TargetConfig
 from exporter.ollama import OllamaApi, OllamaApiError
-from exporter.probe import ProbeRequest, Reason, run_probe
+from exporter.probe import Reason, run_probe
 from exporter.responses import release
 from exporter.targets import http_clients
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
-from tests.test_probe_loopback import no_gc_pauses
+from tests.test_probe_loopback import MODEL, no_gc_pauses, request
 
-MODEL = "gemma3:12b"
 DEADLINE = 0.5  # what ends the trickling reply
 Refs = list["weakref.ref[httpx.Response]"]
 
@@ -44,11 +43,6 @@ def watch(client: httpx.Client) -> Refs:
     return refs
 
 
-def probe(client: httpx.Client, url: str) -> Reason | None:
-    request = ProbeRequest(url, "chat", MODEL, "Why avocados?", DEADLINE, 1024 * 1024)
-    return run_probe(client, request).reason
-
-
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [
@@ -71,7 +65,7 @@ def test_a_probes_response_is_freed_when_the_probe_returns(
     double.set_fault(MODEL, fault)
     refs = watch(clients[1])
     with no_gc_pauses():
-        assert probe(clients[1], double.url) is reason
+        assert run_probe(clients[1], request(double.url, timeout=DEADLINE)).reason is reason
         assert len(refs) == 1 and refs[0]() is None, "the response waits for the collector"
 
 
