@@ -137,7 +137,7 @@ class Sampler:
         self.proc: list[ProcSample] = []
         self.anon: list[AnonSample] = []
         self.scrape_s: list[float] = []
-        self.scrape_bytes = 0
+        self.text: list[TextSample] = []
         self.probes: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -164,8 +164,18 @@ class Sampler:
         start = time.perf_counter()
         text = self._exporter.metrics()
         self.scrape_s.append(time.perf_counter() - start)
-        self.scrape_bytes = len(text)
+        self.text.append(TextSample(start, len(text.encode())))
         self.probes.append((time.perf_counter(), total(text, "ollama_probes_total")))
+
+
+@dataclass(frozen=True)
+class TextSample:
+    """The size of one scrape's text. Counters gain digits as probes add up, so the text grows
+    by design. All of it but the live process lines is kept twice in the exporter: per job or
+    target, and joined for scrapes (exporter.exposition)."""
+
+    at: float  # perf_counter, when the scrape began
+    text_bytes: int
 
 
 def _idle_cpu(exporter: ExporterProcess, seconds: float) -> tuple[float, float]:
@@ -273,6 +283,7 @@ def _report(section: Section, p: Params, name: str, soak: Soak, judged: bool) ->
     add("growth after warm-up", growth, "no growth", flat)
     after_warmup = [s for s in soak.sampler.anon if s.at - t0 >= p.warmup_s]
     add("anonymous memory outside thread stacks", _anon(after_warmup))
+    add("served text", _text([s for s in soak.sampler.text if s.at - t0 >= p.warmup_s]))
     add(
         "fds and threads",
         f"fds {min(s.fds for s in steady)}..{max(s.fds for s in steady)}, "
@@ -288,15 +299,17 @@ def _report(section: Section, p: Params, name: str, soak: Soak, judged: bool) ->
         soak.idle_cpu < IDLE_CPU_LIMIT,
     )
     scrapes = Summary.of(soak.sampler.scrape_s)
+    last = soak.sampler.text[-1].text_bytes if soak.sampler.text else 0
     add(
         f"scrapes during soak (every {p.scrape_every_s:g} s, no gzip)",
-        f"{summary_ms(scrapes, 1)}, {soak.sampler.scrape_bytes / 1024:.0f} KiB",
+        f"{summary_ms(scrapes, 1)}, {last / 1024:.0f} KiB",
     )
     section.data[name] = {
         "probes": probes,
         "rss_max": max(rss),
         "samples": [[s.at - t0, s.rss_bytes, s.threads, s.fds, s.cpu_s] for s in proc],
         "anon": [[s.at - t0, s.mapped_bytes, s.resident_bytes] for s in soak.sampler.anon],
+        "text": [[s.at - t0, s.text_bytes] for s in soak.sampler.text],
     }
 
 
@@ -309,7 +322,7 @@ def _failures(final: str) -> str:
 
 
 def _minute_means(
-    steady: list[ProcSample] | list[AnonSample], value: str
+    steady: list[ProcSample] | list[AnonSample] | list[TextSample], value: str
 ) -> list[tuple[float, float]]:
     """Per-minute means: a render's transient peak should not pass for a trend."""
     t0 = steady[0].at
@@ -356,4 +369,16 @@ def _anon(steady: list[AnonSample]) -> str:
     return (
         f"{parts[0]} of {parts[1]}, per-minute means after the warm-up; "
         f"mapped but not resident at the end {left:.1f} MiB"
+    )
+
+
+def _text(steady: list[TextSample]) -> str:
+    """How much of an RSS slope the served text's own growth can explain."""
+    means = [(t, v / 1024) for t, v in _minute_means(steady, "text_bytes")] if steady else []
+    if len(means) < 3:
+        return f"too few minutes sampled ({len(means)})"
+    slope, se = slope_with_error(means)
+    return (
+        f"{means[0][1]:.1f} -> {means[-1][1]:.1f} KiB ({slope:+.1f} ± {2 * se:.1f} KiB/h), "
+        "per-minute means after the warm-up"
     )

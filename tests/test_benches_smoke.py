@@ -29,6 +29,7 @@ EXPECTED = {
     "footprint": (
         "RSS [as shipped]",
         "anonymous memory outside thread stacks [as shipped]",
+        "served text [as shipped]",
         "idle CPU between probes [as shipped]",
     ),
     "scheduler": (
