@@ -1,10 +1,10 @@
 """The /metrics text: cached probe and server series plus live process and GPU readings.
 
 Writers (probe jobs, health checks, the scheduler) call the methods below; each runs under one
-lock and bumps a version. A scrape rebuilds the cached part only when the version moved, and
-then re-renders only what changed: the jobs whose probe ended (exporter.metrics keeps their text
-per job) and the small per-target registry if one of its writers ran. So a scrape's cost does
-not grow with probe time, and it never waits for a probe in flight. Process and NVML readings
+lock and bumps a version. A probe's end re-renders its own job's text (exporter.metrics keeps
+it per job). A scrape rebuilds the cached part only when the version moved: it joins the jobs'
+texts and re-renders the small per-target registry if one of its writers ran. So a scrape's cost
+does not grow with probe time, and it never waits for a probe in flight. Process and NVML readings
 are cheap and describe "now", so they are collected fresh at every scrape.
 """
 

@@ -3,8 +3,8 @@
 A prometheus_client child per series costs ~40 KB a job (every value carries its own lock), and
 its registry can only render every job at once. At 600 jobs that is 25 MB and a second per
 scrape, while between two scrapes only the few jobs whose probe ended have changed. So each job
-keeps its numbers in plain attributes and its rendered lines per family; a probe or skip marks
-its job dirty, and rendering re-renders only dirty jobs before joining the families.
+keeps its numbers in plain attributes and its rendered lines per family; a probe or skip
+re-renders its own job's lines at once, and a scrape only joins the families.
 
 The caller (exporter.exposition) serialises every call under its lock. The text is
 prometheus_client's text format for the same series, line for line (tests compare the two); only
@@ -208,7 +208,7 @@ class _Job:
     duration: _Histogram
     ttft: _Histogram
     values: dict[Family, dict[str, float]] = field(default_factory=dict)
-    rendered: tuple[bytes, ...] | None = None  # per family, in FAMILIES order; None = dirty
+    rendered: tuple[bytes, ...] = ()  # per family, in FAMILIES order, as of the last change
 
     @classmethod
     def of(cls, key: JobKey) -> _Job:
@@ -237,10 +237,14 @@ class _Job:
         samples, labels = self._series(family, extra)
         samples[labels] = samples.get(labels, 0.0) + amount
 
-    def render(self) -> tuple[bytes, ...]:
-        if self.rendered is None:
-            self.rendered = tuple(self._render(family).encode() for family in FAMILIES)
-        return self.rendered
+    def refresh(self) -> None:
+        """Render the job's lines again, as it changes rather than at the next scrape.
+
+        Rendering at the next scrape freed each job's lines as its probe ended and rendered
+        them all together at the scrape, so the memory in use swung by the texts of a scrape
+        interval's jobs: about 1.5 MB at 600 jobs and 20 s intervals (benches/findings.md).
+        """
+        self.rendered = tuple(self._render(family).encode() for family in FAMILIES)
 
     def _render(self, family: Family) -> str:
         if family is DURATION:
@@ -276,7 +280,7 @@ class ProbeMetrics:
             job.ensure(SKIPS, reason=skip)
         for check in checks:
             job.ensure(CHECK_FAILURES, check=check)
-        job.rendered = None
+        job.refresh()
 
     def remove(self, key: JobKey) -> None:
         """Drop every series of a job that no longer exists."""
@@ -285,42 +289,45 @@ class ProbeMetrics:
     def observe(self, result: ProbeResult) -> None:
         """Apply one finished probe to every series it touches."""
         job = self._jobs[result.key]
-        job.rendered = None
-        outcome = result.outcome
-        job.inc(PROBES)
-        job.set(LAST_DURATION, outcome.duration_s)
-        job.set(LAST_RUN, result.finished_at)
-        job.set(INTERVAL, result.interval_s)
-        job.set(SUCCESS, 1 if outcome.success else 0)
-        if result.cold_start is not None:
-            job.set(COLD_START, 1 if result.cold_start else 0)
-            if result.cold_start:
-                job.inc(COLD_STARTS)
-        if outcome.reason is not None:
-            job.inc(FAILURES, reason=outcome.reason.value)
-            return
-        _observe_success(job, result)
+        _observe(job, result)
+        job.refresh()
 
     def skip(self, item: ProbeSkip) -> None:
         job = self._jobs[item.key]
-        job.rendered = None
         job.inc(SKIPS, reason=item.reason)
-        if item.reason == "overrun":
-            return  # the job did not run: staleness must stay visible
-        job.set(LAST_RUN, item.finished_at)
-        job.set(INTERVAL, item.interval_s)
+        if item.reason != "overrun":  # when the job did not run, staleness must stay visible
+            job.set(LAST_RUN, item.finished_at)
+            job.set(INTERVAL, item.interval_s)
+        job.refresh()
 
     def render(self) -> bytes:
         return b"".join(self.parts())
 
     def parts(self) -> list[bytes]:
-        """Every family's header and samples; only jobs changed since the last call re-render."""
-        jobs = [job.render() for job in self._jobs.values()]
+        """Every family's header and samples, each job's as rendered at its last change."""
         parts: list[bytes] = []
         for i, header in enumerate(_HEADERS):
             parts.append(header)
-            parts.extend(rendered[i] for rendered in jobs)
+            parts.extend(job.rendered[i] for job in self._jobs.values())
         return parts
+
+
+def _observe(job: _Job, result: ProbeResult) -> None:
+    """Apply one finished probe to every series it touches."""
+    outcome = result.outcome
+    job.inc(PROBES)
+    job.set(LAST_DURATION, outcome.duration_s)
+    job.set(LAST_RUN, result.finished_at)
+    job.set(INTERVAL, result.interval_s)
+    job.set(SUCCESS, 1 if outcome.success else 0)
+    if result.cold_start is not None:
+        job.set(COLD_START, 1 if result.cold_start else 0)
+        if result.cold_start:
+            job.inc(COLD_STARTS)
+    if outcome.reason is not None:
+        job.inc(FAILURES, reason=outcome.reason.value)
+        return
+    _observe_success(job, result)
 
 
 def _observe_success(job: _Job, result: ProbeResult) -> None:
