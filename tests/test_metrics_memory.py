@@ -29,14 +29,19 @@ def in_use() -> int:
     return tracemalloc.get_traced_memory()[0]
 
 
-@pytest.mark.usefixtures("traced")
-def test_a_scrape_after_probe_ends_holds_no_more_memory() -> None:
-    rng = random.Random(7)
+def scraped(rng: random.Random) -> tuple[Exposition, int]:
+    """Every job probed once and the text cached, as a scrape leaves it; and the text's size."""
     exposition = Exposition(live_collectors=())
     for i, key in enumerate(KEYS):
         exposition.register_job(key, CHECKS)
         exposition.observe(_result(key, rng, i))
-    text = len(exposition.render())  # the cached text as a scrape leaves it
+    return exposition, len(exposition.render())
+
+
+@pytest.mark.usefixtures("traced")
+def test_a_scrape_after_probe_ends_holds_no_more_memory() -> None:
+    rng = random.Random(7)
+    exposition, text = scraped(rng)
     ended = KEYS[::2]
     for i, key in enumerate(ended):
         exposition.observe(_result(key, rng, len(KEYS) + i))
@@ -53,12 +58,7 @@ def test_a_scrape_after_probe_ends_holds_no_more_memory() -> None:
 
 @pytest.mark.usefixtures("traced")
 def test_a_skip_and_a_re_registration_render_their_job_at_once() -> None:
-    rng = random.Random(8)
-    exposition = Exposition(live_collectors=())
-    for i, key in enumerate(KEYS):
-        exposition.register_job(key, CHECKS)
-        exposition.observe(_result(key, rng, i))
-    text = len(exposition.render())
+    exposition, text = scraped(random.Random(8))
     for i, key in enumerate(KEYS[::2]):
         exposition.skip(ProbeSkip(key, "not_loaded", "skipped", 1.8e9 + i, 300.0))
     for key in KEYS[1::2]:
