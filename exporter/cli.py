@@ -134,7 +134,7 @@ def _serve(config: Config, path: str | None, address: str, web: WebAccessConfig)
     service = Service(config, path, exposition, gpu)
     app = App(
         metrics=exposition.body,
-        ready=service.ready,
+        waiting_for=service.waiting_for,
         reload=service.reload,
         status_page=lambda: render_status(service.store.latest()),
     )

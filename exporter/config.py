@@ -76,6 +76,10 @@ class TargetConfig(_Strict):
     tls_insecure_skip_verify: bool = False
     max_models: int = Field(default=200, ge=1)
 
+    def connection(self) -> tuple[object, ...]:
+        """What reaching the server depends on: a change of these makes it a new target."""
+        return (self.url, self.headers, self.tls_ca_file, self.tls_insecure_skip_verify)
+
     def owns_local_gpu(self) -> bool:
         """Whether this machine's NVML readings belong to this target."""
         if self.gpu != "auto":

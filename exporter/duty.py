@@ -2,9 +2,10 @@
 keeps the schedule under max_duty_cycle.
 
 A probe occupies an Ollama runner; a schedule whose probes take a large share of the time
-degrades the service it is meant to watch. When the projected duty (the sum over a target's
-jobs of last duration / interval) exceeds the limit, every interval of the target is stretched
-by the factor that brings it back to the limit.
+degrades the service it is meant to watch. The limit applies per concurrency slot: a target
+probed `concurrency_per_target` at a time has that many slots' worth of time. When the projected
+duty (the sum over a target's jobs of last duration / interval, per slot) exceeds the limit,
+every interval of the target is stretched by the factor that brings it back to the limit.
 
 The measured duty adds up busy seconds in one-minute buckets rather than keeping every probe's
 span: memory stays at most 61 numbers per target whatever the probe rate (one span per probe
@@ -30,15 +31,17 @@ class DutyCycle:
     """Measured and projected probe duty of one target.
 
     `ratio` is the probe wall time over the last hour (or since `start`, if shorter) divided by
-    that elapsed time. The window's oldest minute lies partly outside it; its busy seconds are
-    assumed spread evenly over the minute and counted for the share inside. Against per-span
+    that elapsed time and by the number of slots. The window's oldest minute lies partly outside
+    it; its busy seconds are assumed spread evenly over the minute and counted for the share
+    inside. Against per-span
     accounting the error is therefore at most that one bucket's busy seconds over the elapsed
     time: at most 60 s per probe running in parallel, i.e. 0.017 of ratio per concurrent probe
     over a full hour.
     """
 
-    def __init__(self, max_duty: float, start: float | None = None) -> None:
+    def __init__(self, max_duty: float, start: float | None = None, slots: int = 1) -> None:
         self.max_duty = max_duty
+        self.slots = slots  # concurrency_per_target: the ratios are per slot
         self.stretch = 1.0
         self.ratio = 0.0
         self.projected = 0.0
@@ -47,6 +50,7 @@ class DutyCycle:
         # [minute index (Unix time // 60), busy seconds], oldest first.
         self._buckets: deque[list[float]] = deque()
         self._last: dict[str, tuple[float, float]] = {}
+        self._notice = StretchNotice()
 
     @property
     def buckets(self) -> int:
@@ -72,8 +76,11 @@ class DutyCycle:
         with self._lock:
             self._last.pop(job, None)
 
-    def update(self, now: float) -> None:
-        """Recompute the measured ratio over the last hour and the stretch factor."""
+    def update(self, now: float) -> str | None:
+        """Recompute the measured ratio over the last hour and the stretch factor.
+
+        Returns what the log should say about the stretch (see StretchNotice), if anything.
+        """
         with self._lock:
             horizon = now - WINDOW_S
             oldest = _bucket(horizon)
@@ -84,9 +91,10 @@ class DutyCycle:
                 inside = ((oldest + 1) * BUCKET_S - horizon) / BUCKET_S
                 busy -= self._buckets[0][1] * (1.0 - inside)
             elapsed = max(min(WINDOW_S, now - self._since), 1e-9)
-            self.ratio = busy / elapsed
-            self.projected = sum(d / i for d, i in self._last.values())
+            self.ratio = busy / elapsed / self.slots
+            self.projected = sum(d / i for d, i in self._last.values()) / self.slots
             self.stretch = max(1.0, self.projected / self.max_duty)
+            return self._notice.update(self.stretch)
 
     def _add(self, index: int, seconds: float) -> None:
         # Spans are recorded as probes end, so they nearly always land in the newest bucket or
@@ -106,3 +114,35 @@ class DutyCycle:
             buckets.popleft()
         while buckets and newest is not None and buckets[-1][0] > newest:
             buckets.pop()
+
+
+# Stretch factors at which the log speaks: a stretch starts being reported at START (small
+# stretches come and go as durations vary), and is reported again only when it moved by a factor
+# of CHANGE either way, or when it ended. The factor itself always applies exactly.
+START = 1.1
+CHANGE = 1.5
+
+
+class StretchNotice:
+    """Hysteresis for the stretch log lines: a start, large changes and the end, not every wobble.
+
+    Stretching once logged 10 lines in 2 minutes, four of them "1.00x".
+    """
+
+    def __init__(self) -> None:
+        self.reported = 1.0  # the last stretch a log line reported; 1.0 = not stretched
+
+    def update(self, stretch: float) -> str | None:
+        """ "started", "changed" or "ended" when the log should say so, else None."""
+        before = self.reported
+        if before == 1.0:
+            event = "started" if stretch >= START else None
+        elif stretch <= 1.0:
+            event = "ended"
+        elif max(stretch / before, before / stretch) >= CHANGE:
+            event = "changed"
+        else:
+            event = None
+        if event is not None:
+            self.reported = max(stretch, 1.0)
+        return event

@@ -114,6 +114,11 @@ class Exposition:
         self.probes.skip(item)
         return True
 
+    @_write_probes
+    def interval(self, key: JobKey, seconds: float) -> None:
+        if key in self.probes:
+            self.probes.interval(key, seconds)
+
     @_write
     def health(self, target: str, version: str | None) -> None:
         self.servers.health(target, version)
@@ -130,8 +135,11 @@ class Exposition:
         self.servers.residency(target, known, resident)
 
     @_write
-    def reload_result(self, ok: bool) -> None:
+    def reload_result(self, ok: bool, at: float) -> None:
+        """A configuration load (at start or a reload) ended; `at` is its Unix time."""
         self.exporter.reload_ok.set(1 if ok else 0)
+        if ok:
+            self.exporter.reload_success_time.set(at)
 
     @_write
     def schedule(self, target: str, lag_s: float, queue_wait_s: float) -> None:

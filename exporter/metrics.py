@@ -300,6 +300,14 @@ class ProbeMetrics:
             job.set(INTERVAL, item.interval_s)
         job.refresh()
 
+    def interval(self, key: JobKey, seconds: float) -> None:
+        """A reload changed the job's interval: show it now, if the job has run (the gauge
+        exists only from the first run on)."""
+        job = self._jobs[key]
+        if job.values.get(INTERVAL):
+            job.set(INTERVAL, seconds)
+            job.refresh()
+
     def render(self) -> bytes:
         return b"".join(self.parts())
 

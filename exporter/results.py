@@ -75,6 +75,10 @@ class ResultStore:
             for key in keys:
                 self._latest.pop(key, None)
 
+    def get(self, key: JobKey) -> ProbeResult | ProbeSkip | None:
+        with self._lock:
+            return self._latest.get(key)
+
     def latest(self) -> dict[JobKey, ProbeResult | ProbeSkip]:
         with self._lock:
             return dict(self._latest)

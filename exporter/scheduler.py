@@ -1,13 +1,15 @@
 """Background scheduling: probe jobs, health checks and inventory refreshes on APScheduler.
 
 Each (target, model, prompt) is one job: at most one instance, coalesced, never dropped for
-lateness. Its first run is at start-up, or when an inventory refresh or a reload adds it; first
-runs are paced at STARTUP_RATE per second across the exporter, so many jobs added at once start
-over a few seconds instead of as one burst (600 jobs within 12 s). Later runs follow the job's
+lateness. Its first run is at start-up, or when an inventory refresh or a reload adds it; a
+reload leaves the schedule of every job it keeps alone. First runs are paced at STARTUP_RATE
+per second across the exporter, so many jobs added at once start over a few seconds instead of
+as one burst (600 jobs within 12 s). Later runs follow the job's
 effective interval plus a jitter of at most 10 %. Each target has its own pool of
 concurrency_per_target worker threads, all started with it, so a slow target cannot starve
 another, and jobs of one target queue for its slots. Health checks and inventory refreshes run
-at once and are not paced.
+at once and are not paced. A target's first listing is at start-up; after a listing that
+succeeded the next is an inventory_interval later, after one that failed a health_interval.
 
 The duty cycle counts each probe's own measured time (request sent to done chunk), not the
 run's time in the exporter, so a busy exporter does not stretch the schedule.
@@ -16,21 +18,25 @@ run's time in the exporter, so a busy exporter does not stretch the schedule.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import random
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
 from apscheduler.executors.pool import BasePoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from exporter.config import Config
+from exporter.duty import DutyCycle
 from exporter.exposition import Exposition
+from exporter.readiness import StartupReadiness
 from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
 from exporter.runner import JobSpec, ProbeRunner
 from exporter.targets import Target
@@ -113,7 +119,12 @@ class StampingExecutor(FixedThreadPool):
 
 
 class ProbeScheduler:
-    """Owns the APScheduler instance and the probe jobs of the current configuration."""
+    """Owns the APScheduler instance and the probe jobs of the current configuration.
+
+    One per process: a reload applies the new configuration to it (apply()), so every job it
+    keeps keeps its schedule, and every job that ends, whatever ended it, leaves through
+    _remove_job, which removes its series and its status row at once.
+    """
 
     def __init__(self, exposition: Exposition, store: ResultStore, runner: ProbeRunner) -> None:
         self._exposition = exposition
@@ -122,8 +133,7 @@ class ProbeScheduler:
         self._stamps: dict[str, tuple[float, float]] = {}
         self._lock = threading.RLock()
         self._specs: dict[str, JobSpec] = {}
-        self._first_done: set[str] = set()
-        self._inventoried: set[str] = set()
+        self._readiness = StartupReadiness()
         self._targets: dict[str, Target] = {}
         self._next_first_run = 0.0  # Unix time: the earliest slot for the next job's first run
         self._scheduler = BackgroundScheduler(
@@ -139,66 +149,136 @@ class ProbeScheduler:
     def start(self, targets: list[Target]) -> None:
         for target in targets:
             self._add_target(target)
+        with self._lock:
+            self._readiness.started()
         self._scheduler.start()
 
-    def shutdown(self, cancel: bool = True) -> None:
-        """Stop scheduling; abort probes in flight unless a reload lets them finish."""
+    def shutdown(self) -> None:
+        """Stop scheduling and abort the probes in flight."""
         self._scheduler.shutdown(wait=False)
-        if cancel:
-            self._runner.cancel_all()
+        self._runner.cancel_all()
+
+    def apply(self, config: Config, targets: list[Target]) -> None:
+        """Switch to a reloaded configuration, changing only what changed.
+
+        `targets` are the new configuration's targets: an unchanged target is the same object
+        as before. Jobs that remain keep their schedule and series; only jobs the reload adds
+        get a first run. Scheduling pauses meanwhile, so no run starts half-way through.
+        """
+        self._scheduler.pause()
+        try:
+            with self._lock:
+                self._runner.config = config
+                wanted = {t.name: t for t in targets}
+                for name, old in list(self._targets.items()):
+                    if wanted.get(name) is not old:
+                        self._remove_target(name)
+                for target in targets:
+                    if target.name in self._targets:
+                        self._reconfigure(target)
+                        target.reselect(config, min(config.probe.timeout, 30.0))
+                        self._reconcile(target)
+                    else:
+                        self._add_target(target)
+        finally:
+            self._scheduler.resume()
 
     def job_keys(self) -> set[JobKey]:
         with self._lock:
             return {spec.key for spec in self._specs.values()}
 
     def ready(self) -> bool:
-        """True once every target was inventoried and every job ran (or skipped) once."""
+        """True once start-up is over (see exporter.readiness)."""
         with self._lock:
-            return self._inventoried >= set(self._targets) and self._first_done >= set(self._specs)
+            return self._readiness.ready
+
+    def waiting_for(self) -> str | None:
+        """None when ready, else what start-up still waits for."""
+        with self._lock:
+            return self._readiness.waiting_for()
 
     def _add_target(self, target: Target) -> None:
+        probe = self.config.probe
         with self._lock:
             self._targets[target.name] = target
-            target.duty.max_duty = self.config.probe.max_duty_cycle
+            self._readiness.target_added(target.name)
+            target.duty.max_duty = probe.max_duty_cycle
+            target.duty.slots = probe.concurrency_per_target
         self._exposition.register_target(target.name)
-        self._scheduler.add_executor(
-            StampingExecutor(
-                self.config.probe.concurrency_per_target, f"probe-{target.name}", self._stamps
-            ),
-            alias=_executor(target.name),
-        )
+        self._add_executor(target)
         self._scheduler.add_job(
             self._check_health,
             JitteredInterval(lambda: self.config.probe.health_interval),
             args=(target,),
             id=f"health:{target.name}",
         )
+        # Each listing plans the next itself (_plan_next_listing), from how it ended.
         self._scheduler.add_job(
             self._refresh_inventory,
-            JitteredInterval(lambda: self._inventory_interval(target)),
+            JitteredInterval(lambda: self.config.probe.inventory_interval),
             args=(target,),
-            id=f"inventory:{target.name}",
+            id=_inventory(target.name),
         )
 
-    def _inventory_interval(self, target: Target) -> float:
-        # Until the first listing succeeds, retry at the (short) health interval.
+    def _reconfigure(self, target: Target) -> None:
+        """Apply changed probe settings to a kept target's duty cycle and worker pool."""
         probe = self.config.probe
-        return probe.inventory_interval if target.inventory is not None else probe.health_interval
+        target.duty.max_duty = probe.max_duty_cycle
+        if target.duty.slots != probe.concurrency_per_target:
+            target.duty.slots = probe.concurrency_per_target
+            # A pool's size is fixed (FixedThreadPool): a new one replaces it. The scheduler is
+            # paused (apply()), so no job is looked up while the alias is briefly missing.
+            self._scheduler.remove_executor(_executor(target.name), shutdown=False)
+            self._add_executor(target)
+
+    def _add_executor(self, target: Target) -> None:
+        self._scheduler.add_executor(
+            StampingExecutor(
+                self.config.probe.concurrency_per_target, f"probe-{target.name}", self._stamps
+            ),
+            alias=_executor(target.name),
+        )
+
+    def _remove_target(self, name: str) -> None:
+        # Called with self._lock held.
+        target = self._targets.pop(name)
+        for job_id in [j for j, s in self._specs.items() if s.target is target]:
+            self._remove_job(job_id)
+        for job_id in (f"health:{name}", _inventory(name)):
+            with contextlib.suppress(JobLookupError):
+                self._scheduler.remove_job(job_id)
+        self._scheduler.remove_executor(_executor(name), shutdown=False)
+        self._readiness.target_removed(name)
+        self._exposition.remove_target(name)
 
     def _check_health(self, target: Target) -> None:
         probe = self.config.probe
         target.check_health(min(probe.health_interval, 5.0))
 
     def _refresh_inventory(self, target: Target) -> None:
-        known = target.refresh_inventory(self.config, min(self.config.probe.timeout, 30.0))
-        if known:
-            self._reconcile(target)
-            with self._lock:
-                # Only a listing that succeeded tells which jobs readiness must wait for.
-                self._inventoried.add(target.name)
+        listed = target.refresh_inventory(self.config, min(self.config.probe.timeout, 30.0))
+        with self._lock:
+            if self._targets.get(target.name) is not target:
+                return  # removed by a reload while it listed
+            jobs = self._reconcile(target)
+            self._readiness.listing_ended(target.name, jobs)
+        self._plan_next_listing(target, listed)
 
-    def _reconcile(self, target: Target) -> None:
-        """Add jobs for new models, remove those of models that left the inventory."""
+    def _plan_next_listing(self, target: Target, listed: bool) -> None:
+        """The next listing: an inventory_interval after a success, a health_interval after a
+        failure (a retry), with the usual jitter.
+
+        APScheduler plans a job's next run when it submits this one, before the outcome is
+        known; that plan is replaced here. (It once made the second listing come a health
+        interval after the first, whatever the first's outcome.)
+        """
+        probe = self.config.probe
+        interval = probe.inventory_interval if listed else probe.health_interval
+        delay = interval * (1 + random.uniform(0, JITTER_RATIO))
+        self._move(_inventory(target.name), time.time() + delay)
+
+    def _reconcile(self, target: Target) -> dict[str, JobKey]:
+        """Make the target's jobs match its inventory and the prompts; its jobs afterwards."""
         inventory = target.inventory
         wanted = {
             f"probe:{target.name}:{model}:{prompt.id}": (model, prompt)
@@ -206,14 +286,18 @@ class ProbeScheduler:
             for prompt in self.config.prompts
         }
         with self._lock:
-            current = {j for j, s in self._specs.items() if s.key.target == target.name}
+            current = {j for j, s in self._specs.items() if s.target is target}
             for job_id in current - wanted.keys():
                 self._remove_job(job_id)
-            for job_id in sorted(wanted.keys() - current):
+            for job_id in sorted(wanted.keys()):
                 model, prompt = wanted[job_id]
                 key = JobKey(target.name, model, prompt.id)
                 spec = JobSpec(key, target, prompt, self.config.interval_of(prompt))
-                self._add_job(job_id, spec)
+                if job_id in current:
+                    self._update_job(job_id, spec)
+                else:
+                    self._add_job(job_id, spec)
+            return {j: self._specs[j].key for j in wanted}
 
     def _add_job(self, job_id: str, spec: JobSpec) -> None:
         # Called with self._lock held, which keeps the first-run plan in order.
@@ -223,21 +307,58 @@ class ProbeScheduler:
         self._next_first_run = first + 1 / STARTUP_RATE
         self._scheduler.add_job(
             self._run,
-            JitteredInterval(lambda: self._effective_interval(spec), not_before=first),
+            JitteredInterval(lambda: self._effective_interval(job_id), not_before=first),
             args=(job_id,),
             id=job_id,
             executor=_executor(spec.key.target),
         )
 
+    def _update_job(self, job_id: str, spec: JobSpec) -> None:
+        """A kept job whose prompt may have changed: same schedule, same counters."""
+        old = self._specs[job_id]
+        if spec == old:
+            return
+        self._specs[job_id] = spec
+        checks = spec.prompt.checks.names()
+        if checks != old.prompt.checks.names():
+            self._exposition.register_job(spec.key, checks)
+        if spec.interval_s != old.interval_s:
+            self._replan(job_id, spec)
+
+    def _replan(self, job_id: str, spec: JobSpec) -> None:
+        """A kept job's interval changed: show it at once, and plan the next run from the last
+        one with it (a shortened interval must not wait for a run planned with the old one)."""
+        interval = self._effective_interval(job_id)
+        self._exposition.interval(spec.key, interval)
+        last = self._store.get(spec.key)
+        if last is None:
+            return  # its first run is still to come, as planned
+        due = last.finished_at + interval * (1 + random.uniform(0, JITTER_RATIO))
+        if due <= time.time():  # overdue with the new interval: a paced slot, as first runs
+            due = max(time.time(), self._next_first_run)
+            self._next_first_run = due + 1 / STARTUP_RATE
+        self._move(job_id, due)
+
+    def _move(self, job_id: str, when: float) -> None:
+        """Plan a job's next run at the Unix time `when`, unless the job is gone."""
+        with contextlib.suppress(JobLookupError):
+            self._scheduler.modify_job(job_id, next_run_time=datetime.fromtimestamp(when, UTC))
+
     def _remove_job(self, job_id: str) -> None:
         spec = self._specs.pop(job_id)
-        self._first_done.discard(job_id)
+        self._readiness.job_removed(job_id)
         spec.target.duty.forget(job_id)
-        self._scheduler.remove_job(job_id)
+        with contextlib.suppress(JobLookupError):
+            self._scheduler.remove_job(job_id)
         self._exposition.remove_job(spec.key)
         self._store.forget({spec.key})
 
-    def _effective_interval(self, spec: JobSpec) -> float:
+    def _effective_interval(self, job_id: str) -> float:
+        # No lock: APScheduler calls this (through the trigger) holding its job store lock,
+        # which _add_job waits for while holding self._lock. One dict read is atomic.
+        spec = self._specs.get(job_id)
+        if spec is None:
+            return self.config.probe.interval  # removed: the job is about to go
         return spec.interval_s * spec.target.duty.stretch
 
     def _run(self, job_id: str) -> None:
@@ -257,7 +378,7 @@ class ProbeScheduler:
         # one was submitted; the rest of the delay (waking a worker, a busy exporter's CPU) is
         # lag, which is what the histogram must show.
         slot_free = max(submitted, getattr(_worker, "last_finished", submitted))
-        result = self._runner.run(spec, self._effective_interval(spec))
+        result = self._runner.run(spec, self._effective_interval(job_id))
         begun = started
         if isinstance(result, ProbeResult):
             begun = result.finished_at - result.outcome.duration_s  # its request went out
@@ -277,20 +398,12 @@ class ProbeScheduler:
             # CPU) is not Ollama's, and counting it stretched every interval under load.
             end = result.finished_at
             duty.record(job_id, end - result.outcome.duration_s, end, spec.interval_s)
-        stretch_before = duty.stretch
-        duty.update(time.time())
-        if duty.stretch != stretch_before:
-            log.warning(
-                "target %s: probes would use %.0f%% of its time, stretching intervals "
-                "by %.2fx (max_duty_cycle %.2f)",
-                spec.key.target,
-                duty.projected * 100,
-                duty.stretch,
-                duty.max_duty,
-            )
+        notice = duty.update(time.time())
+        if notice is not None:
+            _log_stretch(spec.key.target, duty, notice)
         self._exposition.duty(spec.key.target, duty.ratio, duty.stretch)
         with self._lock:
-            self._first_done.add(job_id)
+            self._readiness.job_ran(job_id)
 
     def _overrun(self, event: JobSubmissionEvent) -> None:
         with self._lock:
@@ -307,9 +420,30 @@ class ProbeScheduler:
             "overrun",
             "previous run still in progress",
             time.time(),
-            self._effective_interval(spec),
+            self._effective_interval(event.job_id),
         )
         self._exposition.skip(skip)
+
+
+def _log_stretch(target: str, duty: DutyCycle, notice: str) -> None:
+    if notice == "ended":
+        log.info(
+            "target %s: probes fit max_duty_cycle %.0f%% again, intervals no longer stretched",
+            target,
+            duty.max_duty * 100,
+        )
+        return
+    log.warning(
+        "target %s: %s stretching probe intervals by %.2fx: at their configured intervals its "
+        "probes would take %.0f%% of the time of each of its %d concurrency slot(s), above "
+        "max_duty_cycle %.0f%%",
+        target,
+        "now" if notice == "changed" else "started",
+        duty.stretch,
+        duty.projected * 100,
+        duty.slots,
+        duty.max_duty * 100,
+    )
 
 
 # Per worker thread: when its last run ended (a run submitted before that waited for a slot).
@@ -318,3 +452,7 @@ _worker = threading.local()
 
 def _executor(target: str) -> str:
     return f"target:{target}"
+
+
+def _inventory(target: str) -> str:
+    return f"inventory:{target}"

@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Protocol
 
 from exporter.webconfig import BasicAuth, WebAccessConfig, ssl_context
 
@@ -28,9 +28,19 @@ class App:
     """What the HTTP handlers need, injected so tests can pass their own."""
 
     metrics: Callable[[bool], Sequence[bytes]]  # gzipped? -> exposition text, in pieces
-    ready: Callable[[], bool]
-    reload: Callable[[], str | None]  # None on success, else the error text
+    waiting_for: Callable[[], str | None]  # None when ready, else what start-up waits for
+    reload: Callable[[], Reloaded]
     status_page: Callable[[], str]
+
+
+class Reloaded(Protocol):
+    """What a reload reports: its error (None on success) and changes it could not apply."""
+
+    @property
+    def error(self) -> str | None: ...
+
+    @property
+    def warnings(self) -> Sequence[str]: ...
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -48,8 +58,11 @@ class _Handler(BaseHTTPRequestHandler):
         elif path == "/-/healthy":
             self._text(200, "Healthy\n")
         elif path == "/-/ready":
-            ok = app.ready()
-            self._text(200 if ok else 503, "Ready\n" if ok else "Not ready: first probes running\n")
+            waiting = app.waiting_for()
+            if waiting is None:
+                self._text(200, "Ready\n")
+            else:
+                self._text(503, f"Not ready: waiting for {waiting}\n")
         elif path == "/-/reload":
             self._text(405, "Only POST reloads the configuration\n", allow="POST")
         elif path == "/":
@@ -66,11 +79,15 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.split("?", 1)[0] != "/-/reload":
             self._text(405 if self._known_path() else 404, "Not allowed\n", allow="GET")
             return
-        error = self.server.app.reload()
-        if error is None:
-            self._text(200, "Configuration reloaded\n")
+        outcome = self.server.app.reload()
+        if outcome.error is not None:
+            text = f"Reload failed, the previous configuration stays:\n{outcome.error}\n"
+            self._text(500, text)
+        elif outcome.warnings:
+            notes = "".join(f"warning: {w}\n" for w in outcome.warnings)
+            self._text(200, f"Configuration reloaded, except what needs a restart:\n{notes}")
         else:
-            self._text(500, f"Reload failed, the previous configuration stays:\n{error}\n")
+            self._text(200, "Configuration reloaded\n")
 
     def _authorised(self) -> bool:
         if self.server.auth.allows(self.headers.get("Authorization")):

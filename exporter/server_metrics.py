@@ -125,9 +125,15 @@ class ExporterMetrics:
             "1 if the last configuration load succeeded, 0 if the running config is older.",
             registry=registry,
         )
+        self.reload_success_time = Gauge(
+            "ollama_exporter_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last configuration load that succeeded (start-up included).",
+            registry=registry,
+        )
         self.duty = Gauge(
             "ollama_exporter_probe_duty_cycle_ratio",
-            "Share of wall time the target spent serving probes over the last hour.",
+            "Share of wall time the target spent serving probes over the last hour, per "
+            "concurrency slot.",
             T,
             registry=registry,
         )

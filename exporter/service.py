@@ -1,21 +1,24 @@
 """Wiring: one running exporter (targets, runner, scheduler) and configuration reloads.
 
-A reload builds a new scheduler for the new configuration while the exposition and the result
-store carry over, so counters and histograms of every job that remains keep their values. A
-bad file keeps the old configuration running and sets the reload-success gauge to 0.
+A reload changes exactly what changed: the one scheduler applies the new configuration, so every
+job that remains keeps its schedule, counters and histograms, and only the jobs a reload adds
+get a first run. A bad file keeps the old configuration running and sets the reload-success
+gauge to 0.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.config import Config, ConfigError, TargetConfig, load_config
 from exporter.exposition import Exposition
 from exporter.gpu import DisabledGpuReader, GpuReader
-from exporter.results import JobKey, ResultStore
+from exporter.results import ResultStore
 from exporter.runner import ProbeRunner
 from exporter.scheduler import ProbeScheduler
 from exporter.targets import Target, http_clients
@@ -23,8 +26,22 @@ from exporter.targets import Target, http_clients
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """How a configuration load ended: `error` is None when it succeeded; `warnings` name
+    changes that the running process cannot apply."""
+
+    at: float  # Unix time
+    error: str | None = None
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
 class Service:
-    """The exporter's moving parts for one configuration, replaceable by reload()."""
+    """The exporter's moving parts for the running configuration; reload() changes them."""
 
     def __init__(
         self,
@@ -41,8 +58,11 @@ class Service:
         self._gpu = gpu if config.gpu.enabled is not False else DisabledGpuReader()
         self._loader = loader
         self._lock = threading.Lock()
-        self._targets: dict[str, Target] = {}
-        self._scheduler = self._build(config)
+        self._targets = {t.name: self._target(t, {}) for t in config.targets}
+        runner = ProbeRunner(config, exposition, self.store, self._gpu)
+        self._scheduler = ProbeScheduler(exposition, self.store, runner)
+        self.last_reload = ReloadOutcome(time.time())  # the load at start-up
+        exposition.reload_result(True, self.last_reload.at)
 
     def start(self) -> None:
         self._scheduler.start(list(self._targets.values()))
@@ -50,49 +70,62 @@ class Service:
     def ready(self) -> bool:
         return self._scheduler.ready()
 
+    def waiting_for(self) -> str | None:
+        """None once ready, else what start-up still waits for (the 503 body of /-/ready)."""
+        return self._scheduler.waiting_for()
+
     def stop(self) -> None:
         self._scheduler.shutdown()
 
-    def reload(self) -> str | None:
-        """Load the config file again; None on success, else the error (old config stays)."""
+    def reload(self) -> ReloadOutcome:
+        """Load the config file again and apply what changed; on error the old config stays."""
         with self._lock:
             try:
                 config = self._loader(self._path)
             except ConfigError as exc:
                 log.error("reload failed, keeping the running configuration: %s", exc)
-                self.exposition.reload_result(False)
-                return str(exc)
-            old_targets, old_jobs = dict(self._targets), self._scheduler.job_keys()
-            self._scheduler.shutdown(cancel=False)
+                return self._reloaded(ReloadOutcome(time.time(), error=str(exc)))
+            warnings = _restart_only_changes(self.config, config)
+            for warning in warnings:
+                log.warning("reload: %s", warning)
+            self._targets = {t.name: self._target(t, self._targets) for t in config.targets}
+            self._scheduler.apply(config, list(self._targets.values()))
             self.config = config
-            self._scheduler = self._build(config, old_targets)
-            self._scheduler.start(list(self._targets.values()))
-            self._drop_vanished(old_targets, old_jobs)
-            self.exposition.reload_result(True)
             log.info("configuration reloaded from %s", self._path)
-            return None
+            return self._reloaded(ReloadOutcome(time.time(), warnings=warnings))
 
-    def _build(self, config: Config, reuse: dict[str, Target] | None = None) -> ProbeScheduler:
-        self._targets = {t.name: self._target(t, reuse or {}) for t in config.targets}
-        runner = ProbeRunner(config, self.exposition, self.store, self._gpu)
-        return ProbeScheduler(self.exposition, self.store, runner)
+    def _reloaded(self, outcome: ReloadOutcome) -> ReloadOutcome:
+        self.last_reload = outcome
+        self.exposition.reload_result(outcome.ok, outcome.at)
+        return outcome
 
-    def _target(self, config: TargetConfig, reuse: dict[str, Target]) -> Target:
-        old = reuse.get(config.name)
+    def _target(self, config: TargetConfig, running: dict[str, Target]) -> Target:
+        old = running.get(config.name)
         if old is not None and old.config == config:
-            return old  # keeps its inventory: no job flaps during a reload
+            return old  # keeps its inventory, its jobs and their schedule
+        if old is not None and old.config.connection() == config.connection():
+            old.config = config  # max_models or gpu changed: the same server, reselected
+            return old
         return Target(config, self.exposition, *http_clients(config))
 
-    def _drop_vanished(self, old_targets: dict[str, Target], old_jobs: set[JobKey]) -> None:
-        """Remove the series of targets and prompts the new configuration no longer has."""
-        for name in old_targets.keys() - self._targets.keys():
-            self.exposition.remove_target(name)
-        prompts = {p.id for p in self.config.prompts}
-        for key in old_jobs:
-            if (
-                key.target not in self._targets
-                or key.prompt not in prompts
-                or (self.config.models and key.model not in self.config.models)
-            ):
-                self.exposition.remove_job(key)
-                self.store.forget({key})
+
+def _restart_only_changes(running: Config, loaded: Config) -> tuple[str, ...]:
+    """Changes in the file that take effect only when the process restarts."""
+    warnings = []
+    if loaded.web.listen_address != running.web.listen_address:
+        warnings.append(
+            f"web.listen_address changed from {running.web.listen_address!r} to "
+            f"{loaded.web.listen_address!r}: it takes effect only at a restart, the exporter "
+            "keeps listening where it started"
+        )
+    if loaded.gpu.enabled != running.gpu.enabled:
+        warnings.append(
+            f"gpu.enabled changed from {_yaml(running.gpu.enabled)} to "
+            f"{_yaml(loaded.gpu.enabled)}: the GPU "
+            "reader is chosen at start-up, so this takes full effect only at a restart"
+        )
+    return tuple(warnings)
+
+
+def _yaml(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)

@@ -55,6 +55,8 @@ class Target:
         self._exposition = exposition
         self._lock = threading.Lock()
         self._inventory: Inventory | None = None
+        self._listed: tuple[ListedModel, ...] | None = None  # the last good listing
+        self._listing_failed = False
         self._capabilities: dict[str, tuple[str, ...]] = {}
         self._labels: dict[str, str] = {}  # model_key -> label value, for residency series
 
@@ -64,25 +66,47 @@ class Target:
             return self._inventory
 
     def refresh_inventory(self, config: Config, timeout: float) -> bool:
-        """List the target's models; True when the inventory is known (now or before)."""
+        """List the target's models and select the ones to probe; True if the listing worked.
+
+        A failed or empty listing keeps the last good one. Configured models are selected even
+        before any listing worked: they get jobs, which fail with `connect` while Ollama is down.
+        """
         try:
             listed = self.api.list_models(timeout)
         except OllamaApiError as exc:
-            log.warning(
-                "target %s: model listing failed, keeping the last one: %s",
-                self.name,
-                self.redact(str(exc)),
-            )
-            return self.inventory is not None
-        if not listed and self.inventory is not None:
+            if not self._listing_failed:  # said once per outage, not at every retry
+                log.warning(
+                    "target %s: model listing failed, keeping the last one: %s",
+                    self.name,
+                    self.redact(str(exc)),
+                )
+            self._listing_failed = True
+            if self.inventory is None:  # configured models get their jobs all the same
+                self._select_from_last(config, timeout, "listing")
+            return False
+        if self._listing_failed:
+            log.info("target %s: model listing works again", self.name)
+            self._listing_failed = False
+        if not listed and self._listed is not None:
             log.warning("target %s: empty model listing, keeping the last one", self.name)
             return True
-        inventory = self._select(config, listed, timeout)
-        with self._lock:
-            self._inventory = inventory
-            self._labels = {model_key(label): label for label in inventory.models}
-        self._exposition.inventory(self.name, inventory.models, inventory.dropped)
+        self._listed = tuple(listed)
+        self._select_from_last(config, timeout, "listing")
         return True
+
+    def reselect(self, config: Config, timeout: float) -> None:
+        """Select again from the last listing under a reloaded configuration."""
+        self._select_from_last(config, timeout, "configuration")
+
+    def _select_from_last(self, config: Config, timeout: float, cause: str) -> None:
+        if self._listed is None and not config.models:
+            return  # nothing is known to select from yet
+        inventory = self._select(config, self._listed or (), timeout)
+        with self._lock:
+            before, self._inventory = self._inventory, inventory
+            self._labels = {model_key(label): label for label in inventory.models}
+        _log_selection(self.name, before, inventory, cause)
+        self._exposition.inventory(self.name, inventory.models, inventory.dropped)
 
     def _select(self, config: Config, listed: Sequence[ListedModel], timeout: float) -> Inventory:
         if not config.models:
@@ -115,7 +139,8 @@ class Target:
             if "completion" in self._model_capabilities(model, timeout):
                 chosen[model.name] = model  # embedding-only models cannot generate
         dropped = len(candidates) - examined
-        if dropped:
+        known = self.inventory
+        if dropped and (known is None or known.dropped != dropped):  # once, not every listing
             log.warning(
                 "target %s lists %d models, probing the first %d (max_models)",
                 self.name,
@@ -173,6 +198,35 @@ class Target:
             )
             return None
         return {model_key(m.name): m for m in running}
+
+
+# How many model names the first selection's log line names before it only counts the rest.
+SHOWN_MODELS = 10
+
+
+def _log_selection(target: str, before: Inventory | None, after: Inventory, cause: str) -> None:
+    """Log the models a selection added or removed, once each (nothing when nothing changed)."""
+    if before is None:
+        names = [printable(m) for m in sorted(after.models)]
+        more = len(names) - SHOWN_MODELS
+        log.info(
+            "target %s: probing %d model(s): %s%s",
+            target,
+            len(names),
+            ", ".join(names[:SHOWN_MODELS]) or "none",
+            f" and {more} more" if more > 0 else "",
+        )
+        return
+    place = "the listing" if cause == "listing" else "the reloaded configuration"
+    for model in sorted(after.models.keys() - before.models.keys()):
+        log.info("target %s: model %s appeared in %s, probing it", target, printable(model), place)
+    for model in sorted(before.models.keys() - after.models.keys()):
+        log.info(
+            "target %s: model %s left %s; its jobs and series are removed",
+            target,
+            printable(model),
+            place,
+        )
 
 
 def _excluded(name: str, patterns: Sequence[str]) -> bool:

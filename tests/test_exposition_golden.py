@@ -114,7 +114,7 @@ def failing_state() -> Exposition:
             exposition.observe(
                 ProbeResult(JobKey("local", model, prompt), outcome, FINISHED_AT, 300.0, None)
             )
-    exposition.reload_result(False)
+    exposition.reload_result(False, FINISHED_AT)
     return exposition
 
 

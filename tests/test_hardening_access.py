@@ -32,6 +32,7 @@ import pytest
 
 from exporter.cli import main
 from exporter.server import App, HttpServer
+from exporter.service import ReloadOutcome
 from exporter.webconfig import load_web_config
 from tests.exporter_process import (
     REPO,
@@ -213,8 +214,8 @@ def test_client_certificates_are_required_when_configured(tmp_path: Path) -> Non
     )
     app = App(
         metrics=lambda gzipped: (gzip.compress(b"up 1\n") if gzipped else b"up 1\n",),
-        ready=lambda: True,
-        reload=lambda: None,
+        waiting_for=lambda: None,
+        reload=lambda: ReloadOutcome(0.0),
         status_page=lambda: "<p>ok</p>",
     )
     server = HttpServer("127.0.0.1:0", app, load_web_config(web)).start()

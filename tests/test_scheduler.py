@@ -28,10 +28,11 @@ from exporter.runner import ProbeRunner
 from exporter.scheduler import STARTUP_RATE, ProbeScheduler
 from exporter.service import Service
 from exporter.targets import Target
-from tests.exporter_process import Samples, parse_samples, value, wait_until
+from tests.exporter_process import Samples, parse_samples, series_of, value, wait_until
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
 
 SLOT = 1 / STARTUP_RATE
+PROBES = "ollama_probes_total"
 # datetime holds microseconds, so planned times read back are rounded to them.
 ROUNDING = 2e-6
 
@@ -149,40 +150,117 @@ def test_jobs_added_by_a_later_inventory_refresh_are_paced_too(clients: Any) -> 
         assert_paced(list(later.values()), not_before=added)
 
 
-def write_config(path: Path, url: str, prompts: int) -> Path:
-    listed = ", ".join(f"{{id: p{i}, text: hi, interval: 600s}}" for i in range(prompts))
+def write_config(
+    path: Path,
+    url: str,
+    prompts: int,
+    interval: str = "600s",
+    listings: str = "5m",
+    timeout: str = "10s",
+) -> Path:
+    listed = ", ".join(
+        f"{{id: p{i}, text: 'prompt p{i}', interval: {interval}}}" for i in range(prompts)
+    )
     text = f"""\
         targets: [{{name: local, url: "{url}"}}]
         prompts: [{listed}]
-        probe: {{timeout: 10s, concurrency_per_target: 60, max_duty_cycle: 1}}
+        probe: {{timeout: {timeout}, concurrency_per_target: 60, max_duty_cycle: 1,
+                 inventory_interval: {listings}}}
         gpu: {{enabled: false}}
         """
     path.write_text(textwrap.dedent(text), encoding="utf-8")
     return path
 
 
-def test_a_reload_paces_the_first_runs_of_every_job(tmp_path: Path) -> None:
-    """Seen from Ollama: after a reload, 60 first probes arrive over 60 slots, not at once."""
-    with OllamaDouble(models(12)) as double:
-        path = write_config(tmp_path / "exporter.yaml", double.url, prompts=1)
+def prompt_of(request: Any) -> str:
+    """The prompt id a probe request was sent for (its text ends with "prompt pN")."""
+    messages = request.body["messages"]
+    return str(messages[-1]["content"]).rsplit(" ", 1)[-1]
+
+
+@pytest.fixture
+def service_on(tmp_path: Path) -> Iterator[Any]:
+    """Start a Service on a config file written by write_config; stopped at the end."""
+    started: list[Service] = []
+
+    def start(path: Path) -> Service:
         service = Service(
             load_config(path), path, Exposition(live_collectors=()), DisabledGpuReader()
         )
+        started.append(service)
         service.start()
-        try:
-            wait_until(service.ready, 20, "the first configuration's first runs")
-            write_config(path, double.url, prompts=5)
-            before = len(double.requests("/api/chat"))
-            reloaded = time.perf_counter()
-            assert service.reload() is None
-            arrivals = double.wait_for_requests(before + 60, "/api/chat", timeout=20)[before:]
-            # APScheduler never runs a job before its planned time, and Ollama sees a probe
-            # after its run started: the k-th first probe to arrive comes k slots late or later.
-            offsets = sorted(r.received_at - reloaded for r in arrivals)
-            early = [(k, t) for k, t in enumerate(offsets) if t < k * SLOT]
-            assert early == [], f"(k, seconds after the reload) before slot k: {early}"
-        finally:
-            service.stop()
+        wait_until(service.ready, 20, "the first configuration's first runs")
+        return service
+
+    yield start
+    for service in started:
+        service.stop()
+
+
+def test_a_reload_probes_only_the_jobs_it_adds_and_paces_them(
+    tmp_path: Path, service_on: Any
+) -> None:
+    """Seen from Ollama: a reload adding 4 prompts to 12 models sends 48 first probes over 48
+    slots; the 12 jobs it keeps are not probed again (a re-probe cold-loads every model)."""
+    with OllamaDouble(models(12)) as double:
+        path = write_config(tmp_path / "exporter.yaml", double.url, prompts=1)
+        service = service_on(path)
+        write_config(path, double.url, prompts=5)
+        before = len(double.requests("/api/chat"))
+        reloaded = time.perf_counter()
+        assert service.reload().ok
+        arrivals = double.wait_for_requests(before + 48, "/api/chat", timeout=20)[before:]
+        # The kept prompt p0 would have been re-probed among the first runs, paced with them.
+        assert sorted({prompt_of(r) for r in arrivals}) == ["p1", "p2", "p3", "p4"]
+        # APScheduler never runs a job before its planned time, and Ollama sees a probe
+        # after its run started: the k-th first probe to arrive comes k slots late or later.
+        offsets = sorted(r.received_at - reloaded for r in arrivals)
+        early = [(k, t) for k, t in enumerate(offsets) if t < k * SLOT]
+        assert early == [], f"(k, seconds after the reload) before slot k: {early}"
+
+
+def test_a_reload_of_an_unchanged_file_probes_nothing(tmp_path: Path, service_on: Any) -> None:
+    with OllamaDouble(models(3)) as double:
+        path = write_config(tmp_path / "exporter.yaml", double.url, prompts=2, listings="300ms")
+        service = service_on(path)
+        before = len(double.requests("/api/chat"))
+        jobs = series_of(parse_samples(service.exposition.render().decode()), PROBES)
+        assert service.reload().ok
+        # Re-probes would be first runs, paced 20 ms apart from the reload: all six would have
+        # arrived before the second listing after it (300 ms or more later).
+        listings = len(double.requests("/api/tags"))
+        double.wait_for_requests(listings + 2, "/api/tags", timeout=10)
+        assert len(double.requests("/api/chat")) == before
+        assert series_of(parse_samples(service.exposition.render().decode()), PROBES) == jobs
+
+
+def test_a_shortened_interval_is_shown_and_planned_at_the_reload(
+    tmp_path: Path, service_on: Any
+) -> None:
+    """30 min -> 2 s: the interval gauge says 2 s at once, and the next probe comes about 2 s
+    after the last, not 30 minutes later (OllamaProbesStale compares with the gauge)."""
+    with OllamaDouble(models(1)) as double:
+        path = write_config(
+            tmp_path / "exporter.yaml", double.url, prompts=1, interval="30m", timeout="1s"
+        )
+        service = service_on(path)
+        key = JobKey("local", "m00:1b", "p0")
+        interval = "ollama_probe_interval_seconds"
+        labels = {"target": "local", "model": "m00:1b", "prompt": "p0"}
+        assert (
+            value(parse_samples(service.exposition.render().decode()), interval, **labels) == 1800
+        )
+        assert service.store.get(key) is not None  # it ran: the next run is planned from it
+        before = len(double.requests("/api/chat"))
+        write_config(path, double.url, prompts=1, interval="2s", timeout="1s")
+        reloaded = time.perf_counter()
+        assert service.reload().ok
+        samples = parse_samples(service.exposition.render().decode())
+        assert value(samples, interval, **labels) == 2
+        probe = double.wait_for_requests(before + 1, "/api/chat", timeout=10)[before]
+        # The last probe ended before the reload: the next is due within the new interval and
+        # its jitter of it (plus a second's slack for a loaded machine).
+        assert probe.received_at - reloaded < 2 * 1.1 + 1.0
 
 
 # --- the duty cycle counts the probe, not the exporter ----------------------------------------

@@ -20,6 +20,7 @@ from exporter import __version__
 from exporter.probe import ProbeOutcome, Reason, ServerTimings
 from exporter.results import JobKey, ProbeResult, ProbeSkip
 from exporter.server import CONTENT_TYPE_METRICS, App, HttpServer, parse_listen_address
+from exporter.service import ReloadOutcome
 from exporter.status import render_status
 
 METRICS_TEXT = b'# HELP fake_metric A fake.\n# TYPE fake_metric gauge\nfake_metric{a="b"} 1.0\n'
@@ -32,6 +33,7 @@ class FakeApp:
 
     is_ready: bool = False
     reload_error: str | None = None
+    reload_warnings: tuple[str, ...] = ()
     metrics_calls: list[bool] = field(default_factory=list)
     reloads: int = 0
 
@@ -42,17 +44,17 @@ class FakeApp:
         third = len(whole) // 3
         return (whole[:third], whole[third : 2 * third], whole[2 * third :])
 
-    def ready(self) -> bool:
-        return self.is_ready
+    def waiting_for(self) -> str | None:
+        return None if self.is_ready else "the first probe of 1 job(s): t/m/p"
 
-    def reload(self) -> str | None:
+    def reload(self) -> ReloadOutcome:
         self.reloads += 1
-        return self.reload_error
+        return ReloadOutcome(0.0, self.reload_error, self.reload_warnings)
 
     def app(self) -> App:
         return App(
             metrics=self.metrics,
-            ready=self.ready,
+            waiting_for=self.waiting_for,
             reload=self.reload,
             status_page=lambda: STATUS_HTML,
         )
@@ -67,6 +69,7 @@ def shared_fake() -> FakeApp:
 def fake(shared_fake: FakeApp) -> FakeApp:
     """The module server's fakes, reset for each test."""
     shared_fake.is_ready, shared_fake.reload_error, shared_fake.reloads = False, None, 0
+    shared_fake.reload_warnings = ()
     shared_fake.metrics_calls.clear()
     return shared_fake
 
@@ -155,7 +158,8 @@ def test_healthy(client: httpx.Client) -> None:
 def test_ready_follows_the_app(client: httpx.Client, fake: FakeApp) -> None:
     not_yet = client.get("/-/ready")
     assert not_yet.status_code == 503
-    assert not_yet.text.startswith("Not ready")
+    # The body says what start-up still waits for, as the app put it.
+    assert not_yet.text == f"Not ready: waiting for {fake.waiting_for()}\n"
     fake.is_ready = True
     ready = client.get("/-/ready")
     assert (ready.status_code, ready.text) == (200, "Ready\n")
@@ -165,6 +169,14 @@ def test_reload_post_succeeds(client: httpx.Client, fake: FakeApp) -> None:
     response = client.post("/-/reload")
     assert (response.status_code, response.text) == (200, "Configuration reloaded\n")
     assert fake.reloads == 1
+
+
+def test_reload_post_names_what_needs_a_restart(client: httpx.Client, fake: FakeApp) -> None:
+    fake.reload_warnings = ("web.listen_address changed: it takes effect only at a restart",)
+    response = client.post("/-/reload")
+    assert response.status_code == 200
+    assert response.text != "Configuration reloaded\n"  # not plain success
+    assert f"warning: {fake.reload_warnings[0]}\n" in response.text
 
 
 def test_reload_post_failure_is_500_with_the_error(client: httpx.Client, fake: FakeApp) -> None:
@@ -372,7 +384,7 @@ def test_status_page_through_the_server(fake: FakeApp) -> None:
     )
     app = App(
         metrics=fake.metrics,
-        ready=fake.ready,
+        waiting_for=fake.waiting_for,
         reload=fake.reload,
         status_page=lambda: render_status({key: result}, now=10.0),
     )
