@@ -11,7 +11,8 @@ import difflib
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Annotated, Any, Final, get_args, get_origin
+from types import UnionType
+from typing import Annotated, Any, Final, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
@@ -141,6 +142,7 @@ def _keys_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
     """The keys the model at `loc` (a path inside `root`) accepts."""
     current: Any = root
     for part in loc:
+        current = _without_none(current)
         if isinstance(part, int) and get_origin(current) is list:
             current = get_args(current)[0]
         elif isinstance(current, type) and issubclass(current, BaseModel):
@@ -150,9 +152,19 @@ def _keys_at(root: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
             current = field.annotation
         else:
             return []
+    current = _without_none(current)
     if isinstance(current, type) and issubclass(current, BaseModel):
         return list(current.model_fields)
     return []
+
+
+def _without_none(annotation: Any) -> Any:
+    """`X | None` as X; any other type as it is."""
+    if get_origin(annotation) in (Union, UnionType):
+        members = [arg for arg in get_args(annotation) if arg is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return annotation
 
 
 def field_value(model: type[BaseModel], name: str, raw: Mapping[Any, Any]) -> Any:

@@ -89,7 +89,7 @@ def test_config_check_accepts_the_valid_file() -> None:
 @pytest.mark.parametrize(
     ("name", "field"),
     [
-        ("invalid-unknown-key.yaml", "prompts[0].temprature: unknown key"),
+        ("invalid-unknown-key.yaml", "prompts[0]: unknown key 'temprature'"),
         ("invalid-timeout-interval.yaml", "prompts[0].interval: probe.timeout (120s)"),
         ("invalid-not-yaml.yaml", "not valid YAML"),
     ],
