@@ -130,3 +130,13 @@ def test_basic_auth_without_tls_beyond_loopback_logs_the_clear_text_warning(
     message = record.getMessage()
     assert message.startswith("listening on 0.0.0.0:0 with basic auth but without TLS")
     assert "clear text" in message and "anyone" not in message
+
+
+def test_the_documented_example_users_pass(tmp_path: Path) -> None:
+    docs = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    section = docs.split("## The web config file", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    users = example.split("basic_auth_users:\n", 1)[1]
+    config = load_web_config(write_web(tmp_path, textwrap.dedent(users)))
+    (hashed_password,) = config.basic_auth_users.values()
+    assert bcrypt.checkpw(b"correct horse battery staple", hashed_password.encode())
