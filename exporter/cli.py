@@ -86,29 +86,60 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "info").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    if log.getEffectiveLevel() > logging.DEBUG:
-        # One line per HTTP request and per scheduled job drowns the lines that matter.
-        for noisy in ("httpx", "apscheduler"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    _setup_logging(getattr(args, "log_level", "info"))
     path = getattr(args, "config_file", None) or os.environ.get(CONFIG_ENV) or None
-    try:
-        config = load_config(path)
-        web_file = getattr(args, "web_config_file", None)
-        web = load_web_config(web_file) if web_file else WebAccessConfig()
-    except ConfigError as exc:
-        print(f"ollama-probe-exporter: {exc}", file=sys.stderr)
+    web_file = getattr(args, "web_config_file", None)
+    loaded = _load(path, web_file)
+    if loaded is None:
         return EXIT_CONFIG
+    config, web = loaded
     if args.command == "probe":
         return _probe_once(config, args.output)
     if args.config_check:
         print(f"configuration OK: {path or 'built-in defaults'}")
+        if web_file:
+            print(f"web configuration OK: {web_file}")
         return 0
     return _serve(config, path, args.listen_address or config.web.listen_address, web)
+
+
+class OneLineFormatter(logging.Formatter):
+    """Writes every record as one line: line breaks in the message or traceback become \\n.
+
+    A reload error lists its problems on several lines, and a traceback always does; split, the
+    later lines would read as records without time or level to anyone who greps or ships logs.
+    """
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        return text.replace("\r\n", "\\n").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def _setup_logging(level: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+    if log.getEffectiveLevel() > logging.DEBUG:
+        # One line per HTTP request and per scheduled job drowns the lines that matter.
+        for noisy in ("httpx", "apscheduler"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _load(path: str | None, web_file: str | None) -> tuple[Config, WebAccessConfig] | None:
+    """Both files, or None after printing every problem of each (a fix needs one round)."""
+    config: Config | None = None
+    web: WebAccessConfig | None = WebAccessConfig()
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"ollama-probe-exporter: {exc}", file=sys.stderr)
+    if web_file:
+        try:
+            web = load_web_config(web_file)
+        except ConfigError as exc:
+            print(f"ollama-probe-exporter: {exc}", file=sys.stderr)
+            web = None
+    return (config, web) if config is not None and web is not None else None
 
 
 def _gpu_reader(config: Config) -> GpuReader:

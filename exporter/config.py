@@ -20,7 +20,9 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from exporter.ollama_options import KNOWN_OPTIONS, LOAD_TIME_OPTIONS, typo_of
 from exporter.redact import url_without_credentials
+from exporter.validation import INVALID, Schema, field_value, problems_of, shown
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +30,6 @@ DEFAULT_OLLAMA_URL = "http://localhost:11434"
 DEFAULT_LISTEN_ADDRESS = ":10434"
 CONFIG_ENV = "OLLAMA_PROBE_EXPORTER_CONFIG"
 
-# Options that Ollama applies when it starts a runner: a probe that sends a value different
-# from the resident model's forces a reload (fact sheet, section 4).
-LOAD_TIME_OPTIONS = frozenset(
-    {"num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread", "draft_num_predict"}
-)
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
@@ -46,7 +43,7 @@ def parse_duration(value: object) -> float:
         try:
             seconds = float(value)
         except OverflowError:
-            raise ValueError(f"duration {value!r} is too large") from None
+            raise ValueError(f"{shown(value)} is too large for a duration") from None
     elif isinstance(value, str):
         text = value.strip()
         if re.fullmatch(r"\d+(?:\.\d+)?", text):
@@ -54,9 +51,11 @@ def parse_duration(value: object) -> float:
         elif text and _DURATION_PART.sub("", text) == "":
             seconds = sum(float(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(text))
     if seconds is None:
-        raise ValueError(f"invalid duration {value!r}: use seconds or units ms, s, m, h (1m30s)")
+        raise ValueError(
+            f"{shown(value)} is not a duration: use seconds or units ms, s, m, h (1m30s)"
+        )
     if not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"a duration must be a positive finite number, got {value!r}")
+        raise ValueError(f"{shown(value)} is not a positive finite duration")
     return seconds
 
 
@@ -116,7 +115,9 @@ def _keep_alive(value: object) -> object:
         return value
     if isinstance(value, str) and re.fullmatch(r"-?(\d+(\.\d+)?(ns|us|µs|ms|s|m|h)?)+", value):
         return value
-    raise ValueError(f"invalid keep_alive {value!r}: use seconds or a duration such as 5m or -1")
+    raise ValueError(
+        f"{shown(value)} is not a keep_alive: use seconds or a duration such as 5m or -1"
+    )
 
 
 KeepAlive = Annotated[Any, BeforeValidator(_keep_alive)]
@@ -183,6 +184,10 @@ class Config(_Strict):
         return prompt.interval if prompt.interval is not None else self.probe.interval
 
 
+# Header values are usually tokens: an error never shows them.
+SCHEMA = Schema(Config, secret_keys=frozenset({"headers"}), nested_keys={"options": KNOWN_OPTIONS})
+
+
 def default_target(environ: Mapping[str, str] | None = None) -> TargetConfig:
     """The zero-config target: $OLLAMA_URL, else $OLLAMA_HOST, else localhost:11434."""
     env = os.environ if environ is None else environ
@@ -194,7 +199,7 @@ def default_target(environ: Mapping[str, str] | None = None) -> TargetConfig:
         url = raw
     problem = _url_problem(url)
     if problem:
-        raise ConfigError(f"${variable}", [f"the default target's URL {problem}"])
+        raise ConfigError(f"${variable}", [f"the default target's URL: {problem}"])
     return TargetConfig(name="local", url=url)
 
 
@@ -245,45 +250,31 @@ def load_config(path: str | Path | None, environ: Mapping[str, str] | None = Non
 
 
 def parse_config(data: object, source: str, environ: Mapping[str, str]) -> Config:
-    """Validate already-parsed YAML data; raise ConfigError naming every bad field."""
+    """Validate already-parsed YAML data; raise ConfigError naming every bad field.
+
+    Schema and semantic problems are reported together: each semantic check reads only the
+    fields it needs, so one broken field does not hide the problems of the others.
+    """
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(source, ["the top level must be a mapping of keys"])
     if "targets" not in data:
         data = {**data, "targets": [default_target(environ).model_dump()]}
+    if "prompts" not in data:
+        data = {**data, "prompts": [p.model_dump() for p in (LIVENESS_PROMPT, AVOCADO_PROMPT)]}
+    config: Config | None = None
     try:
         config = Config.model_validate(data)
+        problems = []
     except ValidationError as exc:
-        raise ConfigError(source, [_describe(err) for err in exc.errors()]) from None
-    problems = _semantic_problems(config)
-    config, env_problems = _resolve_headers(config, environ)
-    problems += env_problems
-    if problems:
+        problems = problems_of(exc, SCHEMA)
+    problems += semantic_problems(data, environ)
+    if problems or config is None:
         raise ConfigError(source, problems)
-    _warn_load_time_options(config)
+    config = _resolve_headers(config, environ)
+    _warn_about_options(config, source)
     return config
-
-
-def _describe(err: Mapping[str, Any]) -> str:
-    path = _path(err["loc"])
-    message = str(err["msg"]).removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        message = "unknown key"
-    elif err["type"] == "literal_error":
-        # Speak YAML: true/false, not Python's True/False.
-        message = message.replace("True", "true").replace("False", "false")
-    return f"{path}: {message}" if path else message
-
-
-def _path(loc: tuple[Any, ...]) -> str:
-    text = ""
-    for part in loc:
-        if isinstance(part, int):
-            text += f"[{part}]"
-        else:
-            text += f".{part}" if text else str(part)
-    return text
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -292,45 +283,90 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{problem} (line {mark.line + 1})" if mark is not None else str(problem)
 
 
-def _semantic_problems(config: Config) -> list[str]:
-    problems = _duplicates([t.name for t in config.targets], "targets", "name")
-    problems += _duplicates([p.id for p in config.prompts], "prompts", "id")
-    for i, target in enumerate(config.targets):
-        problem = _url_problem(target.url)
-        if problem:
-            problems.append(f"targets[{i}].url: {problem}")
-        problems += _tls_problems(f"targets[{i}]", target)
-    for i, prompt in enumerate(config.prompts):
-        interval = config.interval_of(prompt)
-        if config.probe.timeout >= interval:
-            problems.append(
-                f"prompts[{i}].interval: probe.timeout ({config.probe.timeout:g}s) must be "
-                f"below the interval of prompt {prompt.id!r} ({interval:g}s)"
-            )
-        if prompt.checks.regex is not None:
-            try:
-                re.compile(prompt.checks.regex)
-            except (re.error, OverflowError, RecursionError) as exc:
-                problems.append(f"prompts[{i}].checks.regex: invalid regular expression: {exc}")
-    if not config.prompts:
+def semantic_problems(data: Mapping[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """Problems across fields (duplicates, URLs, timeouts, ...) of raw, possibly broken data."""
+    targets, prompts = _entries(data.get("targets")), _entries(data.get("prompts"))
+    names = [(i, field_value(TargetConfig, "name", t)) for i, t in targets]
+    problems = _duplicates(names, "targets", "name")
+    ids = [(i, field_value(PromptConfig, "id", p)) for i, p in prompts]
+    problems += _duplicates(ids, "prompts", "id")
+    for i, target in targets:
+        problems += _target_problems(i, target)
+    probe = data.get("probe", {})
+    for i, prompt in prompts:
+        if isinstance(probe, dict):
+            problems += _timeout_problems(i, prompt, probe)
+        problems += _prompt_problems(i, prompt)
+    if data.get("prompts") == []:
         problems.append("prompts: at least one prompt is needed")
+    for i, target in targets:
+        problems += _header_problems(i, target, environ)
     return problems
 
 
-def _tls_problems(where: str, target: TargetConfig) -> list[str]:
-    if target.tls_ca_file is None:
+def _entries(items: object) -> list[tuple[int, Mapping[str, Any]]]:
+    """The mappings of a list with their index; anything else is a schema problem already."""
+    if not isinstance(items, list):
         return []
-    try:
-        ssl.create_default_context(cafile=target.tls_ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        return [f"{where}.tls_ca_file: cannot load CA file: {exc}"]
-    return []
+    return [(i, item) for i, item in enumerate(items) if isinstance(item, dict)]
 
 
-def _duplicates(values: list[str], key: str, field: str) -> list[str]:
+def _target_problems(i: int, target: Mapping[str, Any]) -> list[str]:
+    problems = []
+    url = field_value(TargetConfig, "url", target)
+    if url is not INVALID and (problem := _url_problem(url)):
+        problems.append(f"targets[{i}].url: {problem}")
+    ca_file = field_value(TargetConfig, "tls_ca_file", target)
+    if ca_file is not INVALID and ca_file is not None:
+        try:
+            ssl.create_default_context(cafile=ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            problems.append(f"targets[{i}].tls_ca_file: cannot load {ca_file!r} as CA file: {exc}")
+    return problems
+
+
+def _timeout_problems(i: int, prompt: Mapping[str, Any], probe: Mapping[str, Any]) -> list[str]:
+    timeout = field_value(ProbeConfig, "timeout", probe)
+    interval = field_value(PromptConfig, "interval", prompt)
+    if interval is None:
+        interval = field_value(ProbeConfig, "interval", probe)
+    if INVALID in (timeout, interval) or timeout < interval:
+        return []
+    name = prompt.get("id")
+    which = f"prompt {name!r}" if isinstance(name, str) else "the prompt"
+    return [
+        f"prompts[{i}].interval: probe.timeout ({timeout:g}s) must be below the interval of "
+        f"{which} ({interval:g}s)"
+    ]
+
+
+def _prompt_problems(i: int, prompt: Mapping[str, Any]) -> list[str]:
+    problems = []
+    checks = prompt.get("checks", {})
+    regex = field_value(ChecksConfig, "regex", checks) if isinstance(checks, dict) else None
+    if isinstance(regex, str):
+        try:
+            re.compile(regex)
+        except (re.error, OverflowError, RecursionError) as exc:
+            problems.append(
+                f"prompts[{i}].checks.regex: {shown(regex)} is not a valid regular "
+                f"expression: {exc}"
+            )
+    options = field_value(PromptConfig, "options", prompt)
+    for name in options if isinstance(options, dict) else ():
+        if (nearest := typo_of(name)) is not None:
+            problems.append(
+                f"prompts[{i}].options: unknown option {name!r}, did you mean {nearest!r}?"
+            )
+    return problems
+
+
+def _duplicates(values: list[tuple[int, Any]], key: str, field: str) -> list[str]:
     seen: set[str] = set()
     problems = []
-    for i, value in enumerate(values):
+    for i, value in values:
+        if value is INVALID:
+            continue
         if value in seen:
             problems.append(f"{key}[{i}].{field}: duplicate {field} {value!r}")
         seen.add(value)
@@ -341,44 +377,64 @@ def _url_problem(url: str) -> str | None:
     try:
         parts = urlsplit(url)
     except ValueError:
-        return "is not a valid URL"
+        # Not echoed: an unparsable URL could hold credentials we cannot strip.
+        return "the value (not shown) is not a valid URL"
+    shown_url = shown(url_without_credentials(url))
     if parts.scheme not in {"http", "https"}:
-        return f"must start with http:// or https://, got {url_without_credentials(url)!r}"
+        return f"{shown_url} does not start with http:// or https://"
     if not parts.hostname:
-        return f"has no host: {url_without_credentials(url)!r}"
+        return f"{shown_url} has no host"
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError:
-        return f"has an invalid port: {url_without_credentials(url)!r}"
+        return f"{shown_url} has an invalid port"
     return None
 
 
-def _resolve_headers(config: Config, environ: Mapping[str, str]) -> tuple[Config, list[str]]:
-    """Expand ${VAR} in header values; an unset variable is an error naming it."""
-    problems: list[str] = []
-    targets = []
-    for i, target in enumerate(config.targets):
-        headers = {}
-        for name, value in target.headers.items():
-            for var in _ENV_REF.findall(value):
-                if var not in environ:
-                    problems.append(
-                        f"targets[{i}].headers.{name}: environment variable {var} is not set"
-                    )
-            headers[name] = _ENV_REF.sub(lambda m: environ.get(m.group(1), ""), value)
-            if any(c in headers[name] for c in "\r\n\0"):
-                # Say which header, never the value: it is usually a token.
-                problems.append(f"targets[{i}].headers.{name}: the value holds a control character")
-        targets.append(target.model_copy(update={"headers": headers}))
-    return config.model_copy(update={"targets": targets}), problems
+def _header_problems(i: int, target: Mapping[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """Unset ${VAR}s and control characters; say which header, never its value (a secret)."""
+    headers = field_value(TargetConfig, "headers", target)
+    if headers is INVALID:
+        return []
+    problems = []
+    for name, value in headers.items():
+        for var in _ENV_REF.findall(value):
+            if var not in environ:
+                problems.append(
+                    f"targets[{i}].headers.{name}: environment variable {var} is not set"
+                )
+        if any(c in _expand(value, environ) for c in "\r\n\0"):
+            problems.append(f"targets[{i}].headers.{name}: the value holds a control character")
+    return problems
 
 
-def _warn_load_time_options(config: Config) -> None:
+def _expand(value: str, environ: Mapping[str, str]) -> str:
+    return _ENV_REF.sub(lambda m: environ.get(m.group(1), ""), value)
+
+
+def _resolve_headers(config: Config, environ: Mapping[str, str]) -> Config:
+    """Expand ${VAR} in header values (checked by _header_problems)."""
+    targets = [
+        t.model_copy(update={"headers": {k: _expand(v, environ) for k, v in t.headers.items()}})
+        for t in config.targets
+    ]
+    return config.model_copy(update={"targets": targets})
+
+
+def _warn_about_options(config: Config, source: str) -> None:
     for prompt in config.prompts:
         for option in sorted(LOAD_TIME_OPTIONS & prompt.options.keys()):
             log.warning(
                 "prompt %s sets load-time option %s: Ollama reloads a resident model whose "
                 "value differs, so a probe may pay (and cause) a cold load",
+                prompt.id,
+                option,
+            )
+        for option in sorted(prompt.options.keys() - KNOWN_OPTIONS):
+            log.warning(
+                "%s: prompt %s sets option %r, which is not among Ollama's documented options: "
+                "it is sent as is (an Ollama that does not know it ignores it)",
+                source,
                 prompt.id,
                 option,
             )

@@ -180,6 +180,21 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def exposure_warning(host: str, web: WebAccessConfig) -> str | None:
+    """What a listener beyond loopback exposes with this web config, or None when guarded."""
+    if is_loopback(host):
+        return None
+    tls = web.tls_server_config
+    if tls is not None and tls.client_auth_type == "RequireAndVerifyClientCert":
+        return None  # client certificates authenticate every connection
+    if web.basic_auth_users:
+        if tls is not None:
+            return None
+        return "with basic auth but without TLS: passwords cross the network in clear text"
+    how = "with TLS but without authentication" if tls else "without TLS or authentication"
+    return f"{how}: anyone who can reach this port can read /metrics and POST /-/reload"
+
+
 class HttpServer:
     """A threaded HTTP(S) server running in the background."""
 
@@ -191,13 +206,9 @@ class HttpServer:
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.1,), name="http", daemon=True
         )
-        if web.tls_server_config is None and not is_loopback(host):
-            log.warning(
-                "listening on %s without TLS: anyone who can reach this port can read "
-                "/metrics%s (see --web.config.file)",
-                address,
-                "" if web.basic_auth_users else " and POST /-/reload",
-            )
+        exposure = exposure_warning(host, web)
+        if exposure:
+            log.warning("listening on %s %s (see --web.config.file)", address, exposure)
 
     @property
     def port(self) -> int:

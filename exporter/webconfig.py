@@ -8,7 +8,7 @@ Supported keys (others are rejected, so a setting is never silently ignored):
       client_ca_file: ca.crt            # optional
       client_auth_type: RequireAndVerifyClientCert   # or NoClientCert (default)
     basic_auth_users:
-      alice: $2y$10$...                 # bcrypt hashes
+      alice: $2y$10$...                 # bcrypt hashes (a plain password is rejected)
 """
 
 from __future__ import annotations
@@ -17,16 +17,18 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import ssl
 import threading
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import bcrypt
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from exporter.config import ConfigError
+from exporter.validation import INVALID, Schema, at, field_value, problems_of
 
 
 class _Strict(BaseModel):
@@ -45,23 +47,31 @@ class WebAccessConfig(_Strict):
     basic_auth_users: dict[str, str] = {}
 
 
+# The users' values are password hashes, or by mistake the passwords: never shown in errors.
+SCHEMA = Schema(WebAccessConfig, secret_keys=frozenset({"basic_auth_users"}))
+# $2a$, $2b$ and $2y$ (htpasswd's) with a cost of 04-31, then 22 salt and 31 hash characters.
+_BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
+
+
 def load_web_config(path: str | Path) -> WebAccessConfig:
     """Load and validate a web config file; paths inside it are relative to the file."""
     source = str(path)
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        config = WebAccessConfig.model_validate(data)
     except OSError as exc:
         raise ConfigError(source, [f"cannot read file: {exc.strerror or exc}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    config: WebAccessConfig | None = None
+    try:
+        config = WebAccessConfig.model_validate(data)
+        problems = []
     except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc'])}: "
-            + ("unknown key" if e["type"] == "extra_forbidden" else str(e["msg"]))
-            for e in exc.errors()
-        ]
-        raise ConfigError(source, problems) from None
+        problems = problems_of(exc, SCHEMA)
+    if isinstance(data, dict):
+        problems += _password_problems(data)
+    if problems or config is None:
+        raise ConfigError(source, problems)
     tls = config.tls_server_config
     if tls is not None:
         base = Path(path).parent
@@ -78,6 +88,22 @@ def load_web_config(path: str | Path) -> WebAccessConfig:
         )
         _check_tls(source, config)
     return config
+
+
+def _password_problems(data: dict[Any, Any]) -> list[str]:
+    """A plain password in place of its hash would make every request fail with 401, unlogged."""
+    users = field_value(WebAccessConfig, "basic_auth_users", data)
+    if users is INVALID:
+        return []
+    return [
+        at(
+            ["basic_auth_users", user],
+            "the password (not shown) is not a bcrypt hash: write the hash, such as the part "
+            f"after the colon of `htpasswd -nBC 10 {user}`",
+        )
+        for user, hashed in users.items()
+        if not _BCRYPT.fullmatch(hashed)
+    ]
 
 
 def _check_tls(source: str, config: WebAccessConfig) -> None:

@@ -89,7 +89,7 @@ def test_config_check_accepts_the_valid_file() -> None:
 @pytest.mark.parametrize(
     ("name", "field"),
     [
-        ("invalid-unknown-key.yaml", "prompts[0].temprature: unknown key"),
+        ("invalid-unknown-key.yaml", "prompts[0]: unknown key 'temprature'"),
         ("invalid-timeout-interval.yaml", "prompts[0].interval: probe.timeout (120s)"),
         ("invalid-not-yaml.yaml", "not valid YAML"),
     ],
@@ -682,7 +682,7 @@ def test_a_bad_file_keeps_the_old_config_and_reports_the_failure(
         config.write_text("probe: {interval: soon}\n", encoding="utf-8")
         response = exporter.post("/-/reload")
         assert response.status_code == 500
-        assert f"{config}: probe.interval: invalid duration 'soon'" in response.text
+        assert f"{config}: probe.interval: 'soon' is not a duration" in response.text
         samples = exporter.samples()
         assert value(samples, "ollama_exporter_config_last_reload_successful") == 0
         # The old configuration keeps probing.

@@ -32,6 +32,7 @@ from exporter.config import (
     parse_config,
     parse_duration,
 )
+from exporter.ollama_options import KNOWN_OPTIONS, LOAD_TIME_OPTIONS
 
 CONFIG_DIR = Path(__file__).parent / "testdata" / "config"
 VALID = CONFIG_DIR / "valid.yaml"
@@ -39,37 +40,57 @@ VALID_ENV = {"PROBE_TEST_TOKEN": "s3cret-token"}
 
 # file name -> the exact problem lines after "<file>: ", in order.
 INVALID_CASES: dict[str, list[str]] = {
-    "invalid-unknown-key.yaml": ["prompts[0].temprature: unknown key"],
-    "invalid-wrong-type.yaml": [
-        "probe.concurrency_per_target: Input should be a valid integer",
+    "invalid-unknown-key.yaml": [
+        "prompts[0]: unknown key 'temprature', did you mean 'options.temperature'?"
+    ],
+    "invalid-key-typo.yaml": ["probe: unknown key 'intervall', did you mean 'interval'?"],
+    "invalid-wrong-type.yaml": ["probe.concurrency_per_target: 'two' is not an integer"],
+    "invalid-max-models.yaml": ["targets[0].max_models: 'lots' is not an integer"],
+    "invalid-header-type.yaml": [
+        "targets[0].headers.Authorization: the value (not shown) is not a string"
     ],
     "invalid-duplicate-target.yaml": ["targets[1].name: duplicate name 'box'"],
     "invalid-duplicate-prompt.yaml": ["prompts[1].id: duplicate id 'liveness'"],
-    "invalid-prompt-id.yaml": ["prompts[0].id: String should match pattern '^[a-z0-9_]+$'"],
+    "invalid-prompt-id.yaml": [
+        "prompts[0].id: 'Avocado-PL' does not match the pattern '^[a-z0-9_]+$'"
+    ],
     "invalid-url-scheme.yaml": [
-        "targets[0].url: must start with http:// or https://, got 'ftp://127.0.0.1:11434'",
+        "targets[0].url: 'ftp://127.0.0.1:11434' does not start with http:// or https://",
     ],
     "invalid-timeout-interval.yaml": [
         "prompts[0].interval: probe.timeout (120s) must be below the interval of prompt "
         "'fast' (90s)",
     ],
     "invalid-duration.yaml": [
-        "probe.interval: invalid duration '5 minutes': use seconds or units ms, s, m, h (1m30s)",
+        "probe.interval: '5 minutes' is not a duration: use seconds or units ms, s, m, h (1m30s)",
     ],
     "invalid-header-env.yaml": [
         "targets[0].headers.Authorization: environment variable PROBE_TEST_UNSET_TOKEN is not set",
     ],
     "invalid-regex.yaml": [
-        "prompts[0].checks.regex: invalid regular expression: missing ), unterminated "
-        "subpattern at position 0",
+        "prompts[0].checks.regex: '(unclosed' is not a valid regular expression: missing ), "
+        "unterminated subpattern at position 0",
+    ],
+    "invalid-option-typo.yaml": [
+        "prompts[0].options: unknown option 'temprature', did you mean 'temperature'?"
     ],
     "invalid-think.yaml": [
-        "prompts[0].think: Input should be true, false, 'low', 'medium' or 'high'",
+        "prompts[0].think: 'maximum' is not true, false, 'low', 'medium' or 'high'",
     ],
-    "invalid-gpu.yaml": ["targets[0].gpu: Input should be true, false or 'auto'"],
-    "invalid-duty-cycle.yaml": ["probe.max_duty_cycle: Input should be less than or equal to 1"],
+    "invalid-gpu.yaml": ["targets[0].gpu: 'sometimes' is not true, false or 'auto'"],
+    "invalid-duty-cycle.yaml": ["probe.max_duty_cycle: 1.5 is above the maximum 1"],
     "invalid-not-yaml.yaml": ["not valid YAML: expected ',' or ']', but got ':' (line 3)"],
     "invalid-not-mapping.yaml": ["the top level must be a mapping of keys"],
+    # Schema problems first, then the semantic ones whose fields are intact.
+    "invalid-type-and-semantic.yaml": [
+        "targets[0].max_models: 'lots' is not an integer",
+        "probe.concurrency_per_target: 'two' is not an integer",
+        "targets[1].name: duplicate name 'box'",
+        "targets[1].url: 'ftp://127.0.0.2:11434' does not start with http:// or https://",
+        "prompts[0].interval: probe.timeout (120s) must be below the interval of prompt "
+        "'fast' (90s)",
+        "prompts[0].options: unknown option 'num_predcit', did you mean 'num_predict'?",
+    ],
 }
 
 
@@ -181,9 +202,9 @@ def test_every_problem_is_listed_in_one_message(tmp_path: Path) -> None:
     assert caught.value.problems == [
         "targets[1].name: duplicate name 'a'",
         "prompts[1].id: duplicate id 'p'",
-        "targets[1].url: must start with http:// or https://, got 'gopher://127.0.0.1:2'",
-        "prompts[1].checks.regex: invalid regular expression: unterminated character set "
-        "at position 0",
+        "targets[1].url: 'gopher://127.0.0.1:2' does not start with http:// or https://",
+        "prompts[1].checks.regex: '[a-' is not a valid regular expression: unterminated "
+        "character set at position 0",
         "targets[0].headers.X-Key: environment variable PROBE_TEST_NOPE is not set",
     ]
     assert str(caught.value).startswith("invalid configuration (5 problem(s)):\n")
@@ -197,10 +218,10 @@ def test_every_schema_problem_is_listed_in_one_message(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={})
     assert caught.value.problems == [
-        "probe.interval: invalid duration 'soon': use seconds or units ms, s, m, h (1m30s)",
-        "probe.concurrency_per_target: Input should be greater than or equal to 1",
-        "probe.colour: unknown key",
-        "gpu.enabled: Input should be true, false or 'auto'",
+        "probe.interval: 'soon' is not a duration: use seconds or units ms, s, m, h (1m30s)",
+        "probe.concurrency_per_target: 0 is below the minimum 1",
+        "probe: unknown key 'colour'",
+        "gpu.enabled: 'maybe' is not true, false or 'auto'",
     ]
 
 
@@ -215,10 +236,10 @@ def test_a_missing_file_is_a_config_error(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
-        ("127.0.0.1:11434", "must start with http:// or https://, got '127.0.0.1:11434'"),
-        ("http://", "has no host: 'http://'"),
-        ("http://127.0.0.1:99999", "has an invalid port: 'http://127.0.0.1:99999'"),
-        ("http://127.0.0.1:port", "has an invalid port: 'http://127.0.0.1:port'"),
+        ("127.0.0.1:11434", "'127.0.0.1:11434' does not start with http:// or https://"),
+        ("http://", "'http://' has no host"),
+        ("http://127.0.0.1:99999", "'http://127.0.0.1:99999' has an invalid port"),
+        ("http://127.0.0.1:port", "'http://127.0.0.1:port' has an invalid port"),
     ],
 )
 def test_a_bad_target_url_is_a_config_error(tmp_path: Path, url: str, problem: str) -> None:
@@ -235,7 +256,7 @@ def test_an_unclosed_ipv6_bracket_in_a_url_is_a_config_error(tmp_path: Path) -> 
         load_config(path, environ={})
     assert len(caught.value.problems) == 1
     # The URL itself is not echoed: an unparsable one could hold credentials we cannot strip.
-    assert caught.value.problems == ["targets[0].url: is not a valid URL"]
+    assert caught.value.problems == ["targets[0].url: the value (not shown) is not a valid URL"]
 
 
 def test_a_regex_that_python_cannot_compile_for_size_is_a_config_error(tmp_path: Path) -> None:
@@ -245,6 +266,101 @@ def test_a_regex_that_python_cannot_compile_for_size_is_a_config_error(tmp_path:
         load_config(path, environ={})
     assert len(caught.value.problems) == 1
     assert caught.value.problems[0].startswith("prompts[0].checks.regex: ")
+
+
+def test_a_check_whose_input_is_broken_is_not_reported(tmp_path: Path) -> None:
+    # The interval cannot be read, so timeout < interval cannot be judged; the second target's
+    # name is no string, so it is no duplicate; the options are no mapping, so no typo check.
+    path = write(
+        tmp_path,
+        "targets:\n"
+        "  - {name: box, url: 'http://127.0.0.1:1'}\n"
+        "  - {name: [box], url: 'http://127.0.0.1:2'}\n"
+        "probe: {timeout: 10m}\n"
+        "prompts: [{id: p, text: hi, interval: soon, options: [temprature]}]\n",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert caught.value.problems == [
+        "targets[1].name: a list is not a string",
+        "prompts[0].interval: 'soon' is not a duration: use seconds or units ms, s, m, h (1m30s)",
+        "prompts[0].options: a list is not a mapping",
+    ]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    ["'Bearer tok-918273'", "{Authorization: 918273}", "{Authorization: [tok-918273]}"],
+    ids=["not a mapping", "a number", "a list"],
+)
+def test_a_bad_header_value_is_never_shown(tmp_path: Path, headers: str) -> None:
+    path = write(tmp_path, f"targets: [{{name: box, url: 'http://h:1', headers: {headers}}}]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    (problem,) = caught.value.problems
+    assert problem.startswith("targets[0].headers")
+    assert "918273" not in str(caught.value)
+
+
+def test_a_long_value_is_shortened(tmp_path: Path) -> None:
+    path = write(tmp_path, f"gpu: {{enabled: {'x' * 500}}}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    (problem,) = caught.value.problems
+    assert problem.startswith("gpu.enabled: 'xxx") and "x... is not" in problem
+    assert len(problem) < 120 and "is not true, false or 'auto'" in problem
+
+
+# --- prompts[].options ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("written", "meant"),
+    [
+        ("temprature", "temperature"),
+        ("temperatur", "temperature"),
+        ("num_predcit", "num_predict"),
+        ("repeat_penatly", "repeat_penalty"),
+        ("num_cxt", "num_ctx"),
+        ("sed", "seed"),
+        ("stpo", "stop"),
+    ],
+)
+def test_an_option_close_to_a_documented_one_is_a_typo(
+    tmp_path: Path, written: str, meant: str
+) -> None:
+    path = write(tmp_path, f"prompts: [{{id: p, text: hi, options: {{{written}: 1}}}}]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    assert caught.value.problems == [
+        f"prompts[0].options: unknown option {written!r}, did you mean {meant!r}?"
+    ]
+
+
+def test_an_unknown_option_far_from_the_documented_ones_is_sent_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = write(tmp_path, "prompts: [{id: p, text: hi, options: {mirostat: 2, temperature: 0}}]\n")
+    with caplog.at_level(logging.WARNING, logger="exporter.config"):
+        config = load_config(path, environ={})
+    assert config.prompts[0].options == {"mirostat": 2, "temperature": 0}
+    (warning,) = [r.getMessage() for r in caplog.records]
+    assert warning.startswith(f"{path}: prompt p sets option 'mirostat', which is not among")
+    assert "sent as is" in warning
+
+
+def test_every_documented_option_is_accepted_and_listed_in_the_docs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    options = {name: 1 for name in sorted(KNOWN_OPTIONS)}
+    with caplog.at_level(logging.WARNING, logger="exporter.config"):
+        config = parse_config({"prompts": [{"id": "p", "text": "hi", "options": options}]}, "t", {})
+    assert config.prompts[0].options == options
+    # Only the load-time warnings: no documented option is called unknown.
+    assert all("load-time option" in r.getMessage() for r in caplog.records)
+    assert LOAD_TIME_OPTIONS < KNOWN_OPTIONS
+    docs = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text(encoding="utf-8")
+    assert [name for name in sorted(KNOWN_OPTIONS) if f"`{name}`" not in docs] == []
 
 
 # --- zero-config defaults ---------------------------------------------------------------------

@@ -258,7 +258,7 @@ BAD_WEB_CONFIGS = [
     BadWeb(
         "unknown TLS key",
         "tls_server_config: {cert_file: server.crt, key_file: server.key, min_version: TLS13}\n",
-        "tls_server_config.min_version: unknown key",
+        "tls_server_config: unknown key 'min_version'",
     ),
     BadWeb(
         "missing certificate",
