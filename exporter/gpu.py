@@ -60,13 +60,19 @@ class GpuDevice:
 
 @dataclass(frozen=True)
 class GpuSnapshot:
-    """All GPUs at one instant; ``up`` is False when NVML itself is unavailable."""
+    """All GPUs at one instant; ``up`` is False when NVML itself is unavailable.
+
+    ``enabled`` is False only when GPU reading is switched off (``gpu.enabled: false``): then
+    there is nothing to report at all, not even that NVML is down.
+    """
 
     up: bool
     devices: tuple[GpuDevice, ...]
+    enabled: bool = True
 
 
 _DOWN = GpuSnapshot(up=False, devices=())
+_DISABLED = GpuSnapshot(up=False, devices=(), enabled=False)
 
 
 class GpuReader(Protocol):
@@ -81,8 +87,8 @@ class DisabledGpuReader:
     """The reader used when GPU collection is switched off: NVML is never touched."""
 
     def read(self) -> GpuSnapshot:
-        """Report NVML as down."""
-        return _DOWN
+        """Report GPU reading as switched off."""
+        return _DISABLED
 
     def close(self) -> None:
         """Nothing to release."""

@@ -526,6 +526,23 @@ def test_end_to_end_metrics_match_what_the_double_did(tmp_path: Path, double: Ol
     assert per_probe == set(uuids.values())
 
 
+def test_gpu_reading_disabled_serves_no_nvml_series(tmp_path: Path, double: OllamaDouble) -> None:
+    # NVML would load (the stand-in is on the path): only the configuration switches it off.
+    config = write_config(
+        tmp_path / "serve.yaml",
+        double.url,
+        "  - {id: liveness, text: 'Why avocados?'}",
+        "{interval: 60s, timeout: 10s}",
+        gpu="{enabled: false}",
+    )
+    with ExporterProcess(config, env=exporter_env(gpu_standin=True)) as exporter:
+        exporter.wait_ready()
+        text = exporter.scrape()
+    assert "ollama_probes_total{" in text
+    assert [line for line in text.splitlines() if "nvml_" in line] == []
+    assert [name for (name, _) in parse_samples(text) if "_gpu_" in name] == []
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_stop_signal_ends_a_hanging_probe_within_2s(tmp_path: Path, signum: int) -> None:
     hang = ModelScript("stuck:1b", fault=Fault.HANG_BEFORE_HEADERS)

@@ -440,7 +440,11 @@ def test_collector_when_nvml_down_exposes_only_nvml_up_zero(nvml: ModuleType) ->
     nvml.configure(init_error="LibraryNotFound")
 
     assert _scrape(NvmlReader(nvml))[1] == NVML_DOWN_EXPOSITION
-    assert _scrape(DisabledGpuReader())[1] == NVML_DOWN_EXPOSITION
+
+
+def test_collector_with_gpu_reading_disabled_exposes_nothing() -> None:
+    # As a disabled collector of the node or blackbox exporters: no nvml_up 0 either.
+    assert _scrape(DisabledGpuReader())[1] == ""
 
 
 def test_registering_collector_does_not_read() -> None:
