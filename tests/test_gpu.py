@@ -131,6 +131,26 @@ def test_init_failure_is_down_with_one_warning(
     assert "NVML unavailable" in _warnings(caplog)[0]
 
 
+def test_unavailable_level_lowers_only_the_init_failure(
+    nvml: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    nvml.configure(init_error="LibraryNotFound")
+    clock = FakeClock()
+    reader = NvmlReader(nvml, clock=clock, unavailable_level=logging.DEBUG)
+
+    with caplog.at_level(logging.DEBUG, logger="exporter.gpu"):
+        assert reader.read().up is False
+        [record] = caplog.records
+        assert (record.levelno, "NVML unavailable" in record.getMessage()) == (logging.DEBUG, True)
+        # NVML that worked and then stopped answering is an outage, whatever the level above.
+        nvml.configure()
+        clock.now += 61
+        assert reader.read().up is True
+        nvml.nvmlShutdown()  # behind the reader's back: every call now fails
+        assert reader.read().up is False
+    assert any("stopped answering" in message for message in _warnings(caplog))
+
+
 def test_missing_pynvml_module_is_down(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
