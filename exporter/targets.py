@@ -55,6 +55,7 @@ class Target:
         self._exposition = exposition
         self._lock = threading.Lock()
         self._inventory: Inventory | None = None
+        self.listing_error: str | None = None  # the last failed listing's reason, redacted
         self._capabilities: dict[str, tuple[str, ...]] = {}
         self._labels: dict[str, str] = {}  # model_key -> label value, for residency series
 
@@ -68,12 +69,14 @@ class Target:
         try:
             listed = self.api.list_models(timeout)
         except OllamaApiError as exc:
+            self.listing_error = self.redact(str(exc))
             log.warning(
                 "target %s: model listing failed, keeping the last one: %s",
                 self.name,
                 self.redact(str(exc)),
             )
             return self.inventory is not None
+        self.listing_error = None
         if not listed and self.inventory is not None:
             log.warning("target %s: empty model listing, keeping the last one", self.name)
             return True
