@@ -147,15 +147,23 @@ def _gpu_reader(config: Config) -> GpuReader:
 
 
 def _probe_once(config: Config, output: str) -> int:
-    gpu = _gpu_reader(config)
+    gpu = _one_shot_gpu_reader(config)
     try:
         result = run_round(config, gpu)
     finally:
         gpu.close()
-    print(format_json(result.results) if output == "json" else format_table(result.results))
-    for name in result.unreachable:
-        print(f"target {name}: models could not be listed", file=sys.stderr)
+    print(format_json(result) if output == "json" else format_table(result))
     return 0 if result.ok else 1
+
+
+def _one_shot_gpu_reader(config: Config) -> GpuReader:
+    """NVML only when some probe of the round would sample it."""
+    if config.gpu.enabled is False or not any(t.owns_local_gpu() for t in config.targets):
+        return DisabledGpuReader()
+    # Under `auto` a machine without NVML is normal, and a one-shot report has no nvml_up for
+    # a warning to explain; asked for with `true`, its absence still warns.
+    quiet = config.gpu.enabled == "auto"
+    return NvmlReader(unavailable_level=logging.DEBUG if quiet else logging.WARNING)
 
 
 def _serve(config: Config, path: str | None, address: str, web: WebAccessConfig) -> int:

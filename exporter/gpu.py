@@ -60,13 +60,19 @@ class GpuDevice:
 
 @dataclass(frozen=True)
 class GpuSnapshot:
-    """All GPUs at one instant; ``up`` is False when NVML itself is unavailable."""
+    """All GPUs at one instant; ``up`` is False when NVML itself is unavailable.
+
+    ``enabled`` is False only when GPU reading is switched off (``gpu.enabled: false``): then
+    there is nothing to report at all, not even that NVML is down.
+    """
 
     up: bool
     devices: tuple[GpuDevice, ...]
+    enabled: bool = True
 
 
 _DOWN = GpuSnapshot(up=False, devices=())
+_DISABLED = GpuSnapshot(up=False, devices=(), enabled=False)
 
 
 class GpuReader(Protocol):
@@ -81,8 +87,8 @@ class DisabledGpuReader:
     """The reader used when GPU collection is switched off: NVML is never touched."""
 
     def read(self) -> GpuSnapshot:
-        """Report NVML as down."""
-        return _DOWN
+        """Report GPU reading as switched off."""
+        return _DISABLED
 
     def close(self) -> None:
         """Nothing to release."""
@@ -115,6 +121,8 @@ class NvmlReader:
     the reader costs nothing on a machine without NVIDIA drivers. When the import or
     ``nvmlInit`` fails, reads report ``up=False``; one warning is logged, and init is retried at
     most every ``retry_interval`` seconds. After ``close()`` the reader stays down.
+    ``unavailable_level`` is the level of that warning when NVML cannot be initialised at all
+    (a one-shot run under ``gpu.enabled: auto`` lowers it: no NVML there is a normal answer).
     """
 
     def __init__(
@@ -124,11 +132,13 @@ class NvmlReader:
         clock: Callable[[], float] = time.monotonic,
         retry_interval: float = 60.0,
         proc_root: Path = Path("/proc"),
+        unavailable_level: int = logging.WARNING,
     ) -> None:
         self._injected = nvml
         self._clock = clock
         self._retry_interval = retry_interval
         self._proc_root = proc_root
+        self._unavailable_level = unavailable_level
         self._lock = threading.Lock()
         self._nvml: ModuleType | None = None  # set only while an nvmlInit is in force
         self._driver_version = ""
@@ -170,7 +180,7 @@ class NvmlReader:
             nvml = self._injected or importlib.import_module("pynvml")
             nvml.nvmlInit()
         except Exception as exc:  # ImportError, NVMLError, OSError: all mean "no GPU data"
-            self._log_down("NVML unavailable, GPU metrics off", exc)
+            self._log_down("NVML unavailable, GPU metrics off", exc, self._unavailable_level)
             return None
         self._nvml = nvml
         try:  # read once: the driver cannot change without NVML being initialised again
@@ -181,9 +191,9 @@ class NvmlReader:
         log.info("NVML initialised, driver version %s", self._driver_version or "unknown")
         return nvml
 
-    def _log_down(self, what: str, exc: BaseException) -> None:
+    def _log_down(self, what: str, exc: BaseException, first: int = logging.WARNING) -> None:
         # One warning per outage: a host without GPUs would otherwise log every minute forever.
-        level = logging.DEBUG if self._down_logged else logging.WARNING
+        level = logging.DEBUG if self._down_logged else first
         log.log(level, "%s (retry every %.0f s): %s", what, self._retry_interval, exc)
         self._down_logged = True
 

@@ -9,7 +9,9 @@ being exposed, with no stale series to purge. Example exposition (abridged)::
     nvml_gpu_memory_used_bytes{gpu="0",uuid="GPU-8f…"} 6.442450944e+09
     nvml_gpu_process_memory_used_bytes{gpu="0",pid="4242",process="ollama",uuid="GPU-8f…"} 5.3e+09
 
-When NVML is unavailable the only series is ``nvml_up 0``.
+When NVML is unavailable the only series is ``nvml_up 0``. With GPU reading switched off
+(``gpu.enabled: false``) there is no ``nvml_*`` series at all, as a disabled collector of the
+node or blackbox exporters exposes nothing.
 """
 
 from __future__ import annotations
@@ -89,6 +91,8 @@ class GpuCollector(Collector):
     def collect(self) -> Iterable[Metric]:
         """Read the GPUs once and yield every nvml_* family that has at least one sample."""
         snapshot = self._reader.read()
+        if not snapshot.enabled:
+            return
         yield GaugeMetricFamily("nvml_up", _UP_HELP, value=1.0 if snapshot.up else 0.0)
         if not snapshot.up:
             return

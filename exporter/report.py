@@ -1,7 +1,7 @@
 """`ollama-probe-exporter probe`: one round of every job now, as the report's comparison table.
 
 This is the hand-run end-to-end test the project grew out of, as one command: it exits
-non-zero when a probe or an answer check failed.
+non-zero when a probe or an answer check failed, or when a target's models could not be listed.
 """
 
 from __future__ import annotations
@@ -14,17 +14,30 @@ from typing import Any
 from exporter.config import Config
 from exporter.exposition import Exposition
 from exporter.gpu import GpuReader
+from exporter.redact import printable
 from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
 from exporter.runner import JobSpec, ProbeRunner
 from exporter.targets import Target, http_clients
 
+# Said when a listing failed without leaving a reason; Target records one for every failure.
+_UNKNOWN_REASON = "models could not be listed"
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """Whether a target's models could be listed, and if not, why (redacted)."""
+
+    name: str
+    up: bool
+    error: str | None = None
+
 
 @dataclass(frozen=True)
 class Round:
-    """What one round produced: results, plus targets whose models could not be listed."""
+    """What one round produced: every target's state and the results of its models."""
 
+    targets: list[TargetState]
     results: list[ProbeResult | ProbeSkip]
-    unreachable: list[str]
 
     @property
     def ok(self) -> bool:
@@ -33,7 +46,7 @@ class Round:
                 item.outcome.success and all(item.checks.values())
             )
 
-        return not self.unreachable and all(good(r) for r in self.results)
+        return all(t.up for t in self.targets) and all(good(r) for r in self.results)
 
 
 def run_round(config: Config, gpu: GpuReader) -> Round:
@@ -41,12 +54,13 @@ def run_round(config: Config, gpu: GpuReader) -> Round:
     exposition = Exposition(live_collectors=())
     runner = ProbeRunner(config, exposition, ResultStore(), gpu)
     results: list[ProbeResult | ProbeSkip] = []
-    unreachable = []
+    states = []
     for target_config in config.targets:
         target = Target(target_config, exposition, *http_clients(target_config))
         if not target.refresh_inventory(config, config.probe.timeout):
-            unreachable.append(target.name)
+            states.append(TargetState(target.name, False, target.listing_error or _UNKNOWN_REASON))
             continue
+        states.append(TargetState(target.name, True))
         inventory = target.inventory
         for model in inventory.models if inventory else {}:
             for prompt in config.prompts:
@@ -59,20 +73,24 @@ def run_round(config: Config, gpu: GpuReader) -> Round:
                 result = runner.run(spec, spec.interval_s)
                 if result is not None:
                     results.append(result)
-    return Round(results, unreachable)
+    return Round(states, results)
 
 
 def rows(results: Sequence[ProbeResult | ProbeSkip]) -> list[dict[str, Any]]:
-    """One dict per job with the report's columns; relative speed within each prompt."""
-    fastest: dict[str, float] = {}
+    """One dict per job with the report's columns.
+
+    Relative speed compares the models of one target on one prompt: another server's hardware
+    says nothing about which of this server's models is faster.
+    """
+    fastest: dict[tuple[str, str], float] = {}
     for r in results:
         if isinstance(r, ProbeResult) and r.outcome.success:
-            best = fastest.get(r.key.prompt, r.outcome.duration_s)
-            fastest[r.key.prompt] = min(best, r.outcome.duration_s)
+            group = (r.key.target, r.key.prompt)
+            fastest[group] = min(fastest.get(group, r.outcome.duration_s), r.outcome.duration_s)
     return [_row(r, fastest) for r in results]
 
 
-def _row(item: ProbeResult | ProbeSkip, fastest: dict[str, float]) -> dict[str, Any]:
+def _row(item: ProbeResult | ProbeSkip, fastest: dict[tuple[str, str], float]) -> dict[str, Any]:
     base: dict[str, Any] = {
         "target": item.key.target,
         "model": item.key.model,
@@ -86,13 +104,15 @@ def _row(item: ProbeResult | ProbeSkip, fastest: dict[str, float]) -> dict[str, 
         rate = server.eval_count / server.eval_s
     relative = None
     if outcome.success and outcome.duration_s > 0:
-        relative = fastest[item.key.prompt] / outcome.duration_s
+        relative = fastest[(item.key.target, item.key.prompt)] / outcome.duration_s
     return {
         **base,
         "result": "ok" if outcome.success else str(outcome.reason),
         "detail": outcome.detail,
         "duration_s": outcome.duration_s,
         "ttft_s": outcome.ttft_s,
+        "load_s": server.load_s if server else None,
+        "tokens": server.eval_count if server else None,
         "tokens_per_s": rate,
         "chars": item.response_characters if outcome.success else None,
         "words": item.response_words if outcome.success else None,
@@ -103,8 +123,11 @@ def _row(item: ProbeResult | ProbeSkip, fastest: dict[str, float]) -> dict[str, 
     }
 
 
-def format_json(results: Sequence[ProbeResult | ProbeSkip]) -> str:
-    return json.dumps(rows(results), indent=2, ensure_ascii=False)
+def format_json(round_: Round) -> str:
+    """The round as one JSON object: every target's state, and one item per job."""
+    targets = [{"name": t.name, "up": t.up, "error": t.error} for t in round_.targets]
+    document = {"targets": targets, "results": rows(round_.results)}
+    return json.dumps(document, indent=2, ensure_ascii=False)
 
 
 _COLUMNS = (
@@ -114,6 +137,8 @@ _COLUMNS = (
     "result",
     "duration",
     "TTFT",
+    "load",
+    "tokens",
     "tok/s",
     "chars",
     "words",
@@ -124,30 +149,35 @@ _COLUMNS = (
 )
 
 
-def format_table(results: Sequence[ProbeResult | ProbeSkip]) -> str:
-    """A plain-text table like the report's, one line per job."""
-    table = [list(_COLUMNS)] + [_cells(row) for row in rows(results)]
+def format_table(round_: Round) -> str:
+    """A plain-text table like the report's, one line per job, then a line per down target."""
+    table = [list(_COLUMNS)] + [_cells(row) for row in rows(round_.results)]
     widths = [max(len(r[i]) for r in table) for i in range(len(_COLUMNS))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table
-    )
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in table]
+    down = [t for t in round_.targets if not t.up]
+    if down:
+        lines.append("")
+        lines += [f"target {printable(t.name)}: down ({printable(t.error or '')})" for t in down]
+    return "\n".join(lines)
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
-    def num(key: str, fmt: str) -> str:
+    def num(key: str, fmt: str, unit: str = "") -> str:
         value = row.get(key)
-        return "" if value is None else format(value, fmt)
+        return "" if value is None else format(value, fmt) + unit
 
     vram = row.get("vram_bytes")
     cold = row.get("cold_start")
     checks = row.get("checks") or {}
-    return [
+    cells = [
         row["target"],
         row["model"],
         row["prompt"],
         row["result"],
-        num("duration_s", ".2f") + ("s" if row.get("duration_s") is not None else ""),
-        num("ttft_s", ".2f") + ("s" if row.get("ttft_s") is not None else ""),
+        num("duration_s", ".2f", "s"),
+        num("ttft_s", ".2f", "s"),
+        num("load_s", ".2f", "s"),
+        num("tokens", "d"),
         num("tokens_per_s", ".1f"),
         num("chars", "d"),
         num("words", "d"),
@@ -156,3 +186,5 @@ def _cells(row: dict[str, Any]) -> list[str]:
         " ".join(f"{k}:{'ok' if v else 'FAIL'}" for k, v in checks.items()),
         "" if row.get("relative_speed") is None else f"{row['relative_speed'] * 100:.0f}%",
     ]
+    # Names come from the server and the config: a newline or tab would split or shift a row.
+    return [printable(cell) for cell in cells]

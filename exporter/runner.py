@@ -22,12 +22,13 @@ from exporter.config import Config, PromptConfig
 from exporter.exposition import Exposition
 from exporter.gpu import GpuReader, ProbeGpuSampler, ProbeGpuUsage
 from exporter.ollama import RunningModel, model_key
-from exporter.probe import ProbeOutcome, ProbeRequest, Watchdog, run_probe
+from exporter.probe import ProbeOutcome, ProbeRequest, Reason, Watchdog, run_probe
 from exporter.redact import printable
 from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
 from exporter.targets import Target
 
 log = logging.getLogger(__name__)
+ANSWER_EXCERPT_CHARS = 200  # enough to see what the model said, short enough for one log line
 
 
 @dataclass(frozen=True)
@@ -82,12 +83,13 @@ class ProbeRunner:
             outcome=outcome,
             finished_at=self._wall(),
             interval_s=interval_s,
-            cold_start=None if resident is None else running is None,
+            cold_start=_cold_start(outcome, resident, running),
             checks=run_checks(spec.prompt.checks, outcome.answer) if outcome.success else {},
             gpu=gpu,
             vram_bytes=running.vram_bytes if running is not None else None,
         )
         self._publish(result)
+        self._log_failed_checks(spec, result)
         return result
 
     def cancel_all(self) -> None:
@@ -169,6 +171,19 @@ class ProbeRunner:
         if self._exposition.observe(result):
             self._store.put(result)
 
+    def _log_failed_checks(self, spec: JobSpec, result: ProbeResult) -> None:
+        failed = [name for name, passed in result.checks.items() if not passed]
+        if not failed:
+            return
+        # Redact the whole answer before cutting it, so a secret across the cut is still found.
+        excerpt = spec.target.redact(result.outcome.answer)[:ANSWER_EXCERPT_CHARS]
+        log.warning(
+            "answer check failed: target=%s model=%s prompt=%s checks=%s answer=%s",
+            *_loggable(result.key),
+            ",".join(failed),
+            printable(excerpt),
+        )
+
     def _publish_skip(self, spec: JobSpec, reason: str, interval_s: float) -> ProbeSkip:
         skip = ProbeSkip(spec.key, reason, f"skipped: {reason}", self._wall(), interval_s)
         log.info(
@@ -179,6 +194,20 @@ class ProbeRunner:
         if self._exposition.skip(skip):
             self._store.put(skip)
         return skip
+
+
+def _cold_start(
+    outcome: ProbeOutcome,
+    resident: dict[str, RunningModel] | None,
+    running: RunningModel | None,
+) -> bool | None:
+    """Whether the probe had to load its model; None when that is unknown or meaningless.
+
+    A model Ollama does not have was not loaded: absent from /api/ps, it is still no cold start.
+    """
+    if resident is None or outcome.reason is Reason.MODEL_NOT_FOUND:
+        return None
+    return running is None
 
 
 def _loggable(key: JobKey) -> tuple[str, str, str]:

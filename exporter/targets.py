@@ -56,7 +56,7 @@ class Target:
         self._lock = threading.Lock()
         self._inventory: Inventory | None = None
         self._listed: tuple[ListedModel, ...] | None = None  # the last good listing
-        self._listing_failed = False
+        self.listing_error: str | None = None  # the last failed listing's reason, redacted
         self._capabilities: dict[str, tuple[str, ...]] = {}
         self._labels: dict[str, str] = {}  # model_key -> label value, for residency series
 
@@ -74,19 +74,18 @@ class Target:
         try:
             listed = self.api.list_models(timeout)
         except OllamaApiError as exc:
-            if not self._listing_failed:  # said once per outage, not at every retry
+            error = self.redact(str(exc))
+            if self.listing_error is None:  # said once per outage, not at every retry
                 log.warning(
-                    "target %s: model listing failed, keeping the last one: %s",
-                    self.name,
-                    self.redact(str(exc)),
+                    "target %s: model listing failed, keeping the last one: %s", self.name, error
                 )
-            self._listing_failed = True
+            self.listing_error = error
             if self.inventory is None:  # configured models get their jobs all the same
                 self._select_from_last(config, timeout, "listing")
             return False
-        if self._listing_failed:
+        if self.listing_error is not None:
             log.info("target %s: model listing works again", self.name)
-            self._listing_failed = False
+            self.listing_error = None
         if not listed and self._listed is not None:
             log.warning("target %s: empty model listing, keeping the last one", self.name)
             return True

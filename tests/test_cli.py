@@ -198,17 +198,29 @@ def probe_config(tmp_path: Path, url: str, checks: str = "{contains_any: [potass
     )
 
 
+def probe_json(result: subprocess.CompletedProcess[str]) -> tuple[list[Any], dict[str, Any]]:
+    """The `probe --output json` document: its targets, and its results keyed by model."""
+    document = json.loads(result.stdout)
+    assert sorted(document) == ["results", "targets"], document
+    return document["targets"], {row["model"]: row for row in document["results"]}
+
+
 def test_probe_json_reports_every_model_and_exits_0(tmp_path: Path, double: OllamaDouble) -> None:
     result = run_cli(
         "probe", f"--config.file={probe_config(tmp_path, double.url)}", "--output=json"
     )
     assert result.returncode == 0, result.stderr
-    rows = {row["model"]: row for row in json.loads(result.stdout)}
+    targets, rows = probe_json(result)
+    assert targets == [{"name": "local", "up": True, "error": None}]
     assert sorted(rows) == ["alpha:1b", "beta:2b", "gamma:3b"]
     words = len(ANSWER.split())
+    scripts = {s.name: s for s in three_models()}
     for model, row in rows.items():
         assert (row["target"], row["prompt"], row["result"]) == ("local", "liveness", "ok")
         assert (row["chars"], row["words"]) == (len(ANSWER), words)
+        assert row["tokens"] == len(split_pieces(ANSWER))
+        load = scripts[model].load_delay
+        assert load <= row["load_s"] < load + 0.25, row
         assert row["checks"] == {"contains_any": True}
         (record,) = chat_records(double, model)
         assert record.last_byte_at is not None and record.first_token_at is not None
@@ -231,6 +243,35 @@ def test_probe_json_reports_every_model_and_exits_0(tmp_path: Path, double: Olla
     assert rows["alpha:1b"]["relative_speed"] < rows["beta:2b"]["relative_speed"] < 1.0
 
 
+def test_probe_relative_speed_compares_models_of_one_target(tmp_path: Path) -> None:
+    # A slow box and a fast box: each box's fastest model is its own 100 %.
+    slow_box = [
+        ModelScript("slow:1b", answer=ANSWER, first_token_delay=0.15),
+        ModelScript("slower:1b", answer=ANSWER, first_token_delay=0.40),
+    ]
+    with (
+        OllamaDouble(slow_box) as slow,
+        OllamaDouble([ModelScript("fast:1b", answer=ANSWER)]) as fast,
+    ):
+        config = tmp_path / "two.yaml"
+        config.write_text(
+            f"targets: [{{name: slow, url: '{slow.url}'}}, {{name: fast, url: '{fast.url}'}}]\n"
+            "prompts: [{id: liveness, text: 'Why avocados?'}]\n"
+            "gpu: {enabled: false}\n",
+            encoding="utf-8",
+        )
+        result = run_cli("probe", f"--config.file={config}", "--output=json")
+    assert result.returncode == 0, result.stderr
+    _, rows = probe_json(result)
+    for target in ("slow", "fast"):
+        mine = [row for row in rows.values() if row["target"] == target]
+        fastest = min(row["duration_s"] for row in mine)
+        for row in mine:
+            assert row["relative_speed"] == pytest.approx(fastest / row["duration_s"])
+    assert rows["slow:1b"]["relative_speed"] == rows["fast:1b"]["relative_speed"] == 1.0
+    assert rows["slower:1b"]["relative_speed"] < 1.0
+
+
 TABLE_COLUMNS = [
     "target",
     "model",
@@ -238,6 +279,8 @@ TABLE_COLUMNS = [
     "result",
     "duration",
     "TTFT",
+    "load",
+    "tokens",
     "tok/s",
     "chars",
     "words",
@@ -249,8 +292,11 @@ TABLE_COLUMNS = [
 
 
 def table_rows(text: str) -> list[dict[str, str]]:
-    """Cut a left-aligned table into cells at the header's column starts."""
-    header, *lines = text.rstrip("\n").splitlines()
+    """Cut a left-aligned table into cells at the header's column starts.
+
+    The table ends at the first empty line; what follows (down targets) is not a row.
+    """
+    header, *lines = text.rstrip("\n").split("\n\n", 1)[0].splitlines()
     starts = [header.index(name) for name in TABLE_COLUMNS]
     assert starts == sorted(starts), header
     assert re.split(r"\s{2,}", header) == TABLE_COLUMNS
@@ -270,9 +316,13 @@ def test_probe_table_has_the_report_columns(tmp_path: Path, double: OllamaDouble
         assert (row["target"], row["prompt"], row["result"]) == ("local", "liveness", "ok")
         assert re.fullmatch(r"\d+\.\d\ds", row["duration"]), row
         assert re.fullmatch(r"\d+\.\d\ds", row["TTFT"]), row
+        assert re.fullmatch(r"\d+\.\d\ds", row["load"]), row
+        assert row["tokens"] == str(len(split_pieces(ANSWER)))
         assert re.fullmatch(r"\d+\.\d", row["tok/s"]), row
         assert (row["chars"], row["words"]) == (str(len(ANSWER)), str(len(ANSWER.split())))
         assert row["checks"] == "contains_any:ok"
+    # alpha is the one model with a load delay.
+    assert float(rows["alpha:1b"]["load"][:-1]) >= 0.05
     # Only beta was resident before its probe: it has a VRAM figure and no cold start.
     assert [rows[m]["VRAM"] for m in sorted(rows)] == ["", f"{2_500_000_000 / 2**20:.0f} MiB", ""]
     assert [rows[m]["cold"] for m in sorted(rows)] == ["yes", "no", "yes"]
@@ -280,6 +330,23 @@ def test_probe_table_has_the_report_columns(tmp_path: Path, double: OllamaDouble
     assert all(re.fullmatch(r"\d+%", speed) for speed in speeds), speeds
     alpha, beta, gamma = (int(speed[:-1]) for speed in speeds)
     assert alpha < beta < gamma == 100
+    assert result.stdout.rstrip("\n").count("\n") == 3  # a header and three rows, nothing else
+
+
+def test_probe_table_escapes_control_characters_in_names(tmp_path: Path) -> None:
+    hostile = ["two\nFORGED row:1b", "tab\there:1b", "bell\x07:1b"]
+    with OllamaDouble([ModelScript(name, answer=ANSWER) for name in hostile]) as double:
+        result = run_cli("probe", f"--config.file={probe_config(tmp_path, double.url)}")
+    assert result.returncode == 0, result.stderr
+    rows = table_rows(result.stdout)
+    assert sorted(row["model"] for row in rows) == [
+        "bell\\x07:1b",
+        "tab\\there:1b",
+        "two\\nFORGED row:1b",
+    ]
+    assert all(row["result"] == "ok" and row["prompt"] == "liveness" for row in rows)
+    assert result.stdout.rstrip("\n").count("\n") == len(hostile)
+    assert "\t" not in result.stdout and "\x07" not in result.stdout
 
 
 def test_probe_exits_1_when_a_model_fails(tmp_path: Path, double: OllamaDouble) -> None:
@@ -289,7 +356,7 @@ def test_probe_exits_1_when_a_model_fails(tmp_path: Path, double: OllamaDouble) 
         "probe", f"--config.file={probe_config(tmp_path, double.url)}", "--output=json"
     )
     assert result.returncode == 1
-    rows = {row["model"]: row for row in json.loads(result.stdout)}
+    _, rows = probe_json(result)
     assert [rows[m]["result"] for m in sorted(rows)] == ["ok", reason, "ok"]
     assert rows["beta:2b"]["relative_speed"] is None
     assert (
@@ -308,12 +375,77 @@ def test_probe_exits_1_when_a_check_fails(tmp_path: Path, double: OllamaDouble) 
         assert row["checks"] == "min_words:ok contains_any:FAIL"
 
 
-def test_probe_exits_1_when_a_target_cannot_be_listed(tmp_path: Path) -> None:
+def listing_error(stderr: str) -> str:
+    """The reason the exporter's own log gave for the failed listing."""
+    found = re.search(r"target local: model listing failed, keeping the last one: (.+)", stderr)
+    assert found, stderr
+    return found.group(1)
+
+
+@pytest.mark.parametrize("output", ["table", "json"])
+def test_probe_says_why_a_target_is_down_and_exits_1(
+    tmp_path: Path, double: OllamaDouble, output: str
+) -> None:
     with OllamaDouble([]) as gone:
         url = gone.url
-    result = run_cli("probe", f"--config.file={probe_config(tmp_path, url)}")
+    config = tmp_path / "two.yaml"
+    config.write_text(
+        f"targets: [{{name: local, url: '{url}'}}, {{name: up, url: '{double.url}'}}]\n"
+        "prompts: [{id: liveness, text: 'Why avocados?'}]\n"
+        "gpu: {enabled: false}\n",
+        encoding="utf-8",
+    )
+    result = run_cli("probe", f"--config.file={config}", f"--output={output}")
     assert result.returncode == 1
-    assert "target local: models could not be listed" in result.stderr
+    reason = listing_error(result.stderr)
+    if output == "json":
+        targets, rows = probe_json(result)
+        assert targets == [
+            {"name": "local", "up": False, "error": reason},
+            {"name": "up", "up": True, "error": None},
+        ]
+        assert sorted(rows) == ["alpha:1b", "beta:2b", "gamma:3b"]
+        return
+    assert [row["target"] for row in table_rows(result.stdout)] == ["up"] * 3
+    assert result.stdout.splitlines()[-2:] == ["", f"target local: down ({reason})"]
+
+
+@pytest.mark.parametrize(
+    ("enabled", "target_gpu", "standin", "expected"),
+    [
+        # A local target under `auto` on a machine without NVML: normal, so not a warning.
+        ("auto", "auto", {"init_error": "LibraryNotFound"}, []),
+        # Asked for with `true`, NVML's absence is worth the warning.
+        ("true", "auto", {"init_error": "LibraryNotFound"}, ["NVML unavailable"]),
+        # No target owns this machine's GPU: NVML is never touched, not even at debug level.
+        ("auto", "false", {}, []),
+    ],
+    ids=["auto-no-nvml", "true-no-nvml", "no-gpu-target"],
+)
+def test_probe_touches_nvml_only_for_a_gpu_target(
+    tmp_path: Path,
+    double: OllamaDouble,
+    enabled: str,
+    target_gpu: str,
+    standin: dict[str, Any],
+    expected: list[str],
+) -> None:
+    config = tmp_path / "gpu.yaml"
+    config.write_text(
+        f"targets: [{{name: local, url: '{double.url}', gpu: {target_gpu}}}]\n"
+        "prompts: [{id: liveness, text: 'Why avocados?'}]\n"
+        f"gpu: {{enabled: {enabled}}}\n",
+        encoding="utf-8",
+    )
+    env = exporter_env(gpu_standin=True, NVML_STANDIN_CONFIG=json.dumps(standin))
+    result = run_cli("probe", f"--config.file={config}", "--log.level=debug", env=env)
+    assert result.returncode == 0, result.stderr
+    nvml_lines = [line for line in result.stderr.splitlines() if "NVML" in line]
+    warned = [line for line in nvml_lines if " WARNING " in line]
+    assert [w for w in expected if any(w in line for line in warned)] == expected
+    assert len(warned) == len(expected), nvml_lines
+    if target_gpu == "false":
+        assert nvml_lines == []
 
 
 # --- the serving exporter, end to end ---------------------------------------------------------
@@ -524,6 +656,23 @@ def test_end_to_end_metrics_match_what_the_double_did(tmp_path: Path, double: Ol
     assert [(p["gpu"], p["pid"]) for p in processes] == [("0", str(pid))]
     per_probe = {g["uuid"] for g in series(samples, "ollama_probe_gpu_memory_peak_bytes")}
     assert per_probe == set(uuids.values())
+
+
+def test_gpu_reading_disabled_serves_no_nvml_series(tmp_path: Path, double: OllamaDouble) -> None:
+    # NVML would load (the stand-in is on the path): only the configuration switches it off.
+    config = write_config(
+        tmp_path / "serve.yaml",
+        double.url,
+        "  - {id: liveness, text: 'Why avocados?'}",
+        "{interval: 60s, timeout: 10s}",
+        gpu="{enabled: false}",
+    )
+    with ExporterProcess(config, env=exporter_env(gpu_standin=True)) as exporter:
+        exporter.wait_ready()
+        text = exporter.scrape()
+    assert "ollama_probes_total{" in text
+    assert [line for line in text.splitlines() if "nvml_" in line] == []
+    assert [name for (name, _) in parse_samples(text) if "_gpu_" in name] == []
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])

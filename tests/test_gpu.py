@@ -131,6 +131,26 @@ def test_init_failure_is_down_with_one_warning(
     assert "NVML unavailable" in _warnings(caplog)[0]
 
 
+def test_unavailable_level_lowers_only_the_init_failure(
+    nvml: ModuleType, caplog: pytest.LogCaptureFixture
+) -> None:
+    nvml.configure(init_error="LibraryNotFound")
+    clock = FakeClock()
+    reader = NvmlReader(nvml, clock=clock, unavailable_level=logging.DEBUG)
+
+    with caplog.at_level(logging.DEBUG, logger="exporter.gpu"):
+        assert reader.read().up is False
+        [record] = caplog.records
+        assert (record.levelno, "NVML unavailable" in record.getMessage()) == (logging.DEBUG, True)
+        # NVML that worked and then stopped answering is an outage, whatever the level above.
+        nvml.configure()
+        clock.now += 61
+        assert reader.read().up is True
+        nvml.nvmlShutdown()  # behind the reader's back: every call now fails
+        assert reader.read().up is False
+    assert any("stopped answering" in message for message in _warnings(caplog))
+
+
 def test_missing_pynvml_module_is_down(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -440,7 +460,11 @@ def test_collector_when_nvml_down_exposes_only_nvml_up_zero(nvml: ModuleType) ->
     nvml.configure(init_error="LibraryNotFound")
 
     assert _scrape(NvmlReader(nvml))[1] == NVML_DOWN_EXPOSITION
-    assert _scrape(DisabledGpuReader())[1] == NVML_DOWN_EXPOSITION
+
+
+def test_collector_with_gpu_reading_disabled_exposes_nothing() -> None:
+    # As a disabled collector of the node or blackbox exporters: no nvml_up 0 either.
+    assert _scrape(DisabledGpuReader())[1] == ""
 
 
 def test_registering_collector_does_not_read() -> None:

@@ -24,7 +24,7 @@ from exporter.exposition import Exposition
 from exporter.gpu import DisabledGpuReader, GpuDevice, GpuReader, GpuSnapshot
 from exporter.probe import Reason
 from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
-from exporter.runner import JobSpec, ProbeRunner
+from exporter.runner import ANSWER_EXCERPT_CHARS, JobSpec, ProbeRunner
 from exporter.targets import Target
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
 
@@ -436,6 +436,45 @@ def test_a_failed_check_is_exported_but_the_probe_still_succeeds(
     assert rig.metric("ollama_probe_check_failures_total", check="min_words") is None
 
 
+def test_a_failed_check_is_logged_with_its_names_and_an_excerpt_of_the_answer(
+    double: OllamaDouble, clients: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A line break to escape, the target's token to redact, and a tail past the excerpt.
+    answer = "Avocados are green.\nBearer s3cret leaked. " + "x" * 300 + " TAIL"
+    double.set_models([ModelScript(WARM, answer=answer, resident=True)])
+    prompt = AVOCADO | {"checks": {"min_words": 2, "contains_any": ["durian"], "regex": "^Z"}}
+    rig = Rig(
+        double,
+        clients,
+        prompts=[prompt],
+        target={"headers": {"Authorization": "Bearer ${OLLAMA_TOKEN}"}},
+        environ={"OLLAMA_TOKEN": "s3cret"},
+    )
+    with caplog.at_level(logging.WARNING, logger="exporter.runner"):
+        result = rig.probe(WARM)
+    assert result.checks == {"min_words": True, "contains_any": False, "regex": False}
+    [record] = [r for r in caplog.records if "answer check failed" in r.getMessage()]
+    message = record.getMessage()
+    assert record.levelno == logging.WARNING
+    assert "\n" not in message
+    for part in ("target=local", f"model={WARM}", "prompt=avocado", "checks=contains_any,regex"):
+        assert part in message
+    excerpt = message.split("answer=", 1)[1]
+    assert excerpt.startswith("Avocados are green.\\n<redacted> leaked. xxx")
+    assert "s3cret" not in message
+    assert "TAIL" not in excerpt
+    assert len(excerpt) <= ANSWER_EXCERPT_CHARS + 1  # the escaped line break takes two
+
+
+def test_passing_checks_log_nothing(
+    double: OllamaDouble, clients: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(double, clients)
+    with caplog.at_level(logging.WARNING, logger="exporter.runner"):
+        assert all(rig.probe(WARM).checks.values())
+    assert [r.getMessage() for r in caplog.records] == []
+
+
 def test_checks_do_not_run_on_a_failed_probe(double: OllamaDouble, clients: Any) -> None:
     rig = Rig(double, clients)
     assert rig.probe(WARM).outcome.success
@@ -545,12 +584,17 @@ def test_timeout_shows_as_the_timeout(double: OllamaDouble, clients: Any) -> Non
     assert rig.metric("ollama_probe_response_words", model=WARM) is None  # no answer yet
 
 
-def test_model_not_found_is_published(double: OllamaDouble, clients: Any) -> None:
+def test_model_not_found_is_published_and_is_no_cold_start(
+    double: OllamaDouble, clients: Any
+) -> None:
     rig = Rig(double, clients)
     result = rig.probe("deleted:7b")
     assert result.outcome.reason is Reason.MODEL_NOT_FOUND
-    assert result.cold_start is True  # /api/ps did not list it
     assert rig.job("ollama_probe_failures_total", "deleted:7b", reason="model_not_found") == 1
+    # /api/ps did not list it, but a model Ollama does not have was not loaded either.
+    assert result.cold_start is None
+    assert rig.job("ollama_probe_cold_starts_total", "deleted:7b") == 0
+    assert rig.metric("ollama_probe_cold_start", model="deleted:7b") is None
 
 
 def test_a_failed_probe_is_logged_with_its_labels_and_reason(
