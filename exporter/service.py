@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.config import Config, ConfigError, TargetConfig, load_config
@@ -21,6 +23,15 @@ from exporter.scheduler import ProbeScheduler
 from exporter.targets import Target, http_clients
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReloadState:
+    """The outcome of the last reload, for the status page."""
+
+    ok: bool
+    at: float  # Unix time
+    error: str | None = None
 
 
 class Service:
@@ -43,6 +54,12 @@ class Service:
         self._lock = threading.Lock()
         self._targets: dict[str, Target] = {}
         self._scheduler = self._build(config)
+        self.last_reload: ReloadState | None = None  # None: no reload since the start
+
+    @property
+    def targets(self) -> list[Target]:
+        """The targets of the running configuration, in configuration order."""
+        return list(self._targets.values())
 
     def start(self) -> None:
         self._scheduler.start(list(self._targets.values()))
@@ -61,6 +78,7 @@ class Service:
             except ConfigError as exc:
                 log.error("reload failed, keeping the running configuration: %s", exc)
                 self.exposition.reload_result(False)
+                self.last_reload = ReloadState(False, time.time(), str(exc))
                 return str(exc)
             old_targets, old_jobs = dict(self._targets), self._scheduler.job_keys()
             self._scheduler.shutdown(cancel=False)
@@ -69,6 +87,7 @@ class Service:
             self._scheduler.start(list(self._targets.values()))
             self._drop_vanished(old_targets, old_jobs)
             self.exposition.reload_result(True)
+            self.last_reload = ReloadState(True, time.time())
             log.info("configuration reloaded from %s", self._path)
             return None
 
