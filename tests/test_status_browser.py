@@ -8,12 +8,16 @@ without chromium the test fails and says what to install (scripts/test installs 
 
 from __future__ import annotations
 
-import os
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service as DriverService
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.remote.webelement import WebElement
 
 from exporter.status import EXCERPT_CHARS
 from tests.exporter_process import ExporterProcess, series_of, value
@@ -30,26 +34,24 @@ OFF_TOPIC = "I would rather not talk about fruit today. " * 20  # longer than th
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[WebDriver]:
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if missing:
         pytest.fail(
             f"{', '.join(missing)} missing: install Debian's chromium and chromium-driver "
             "(scripts/test does)"
         )
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service as DriverService
-
-    # Selenium Manager would try to download a driver; the Debian one is the one wanted.
-    os.environ["SE_OFFLINE"] = "true"
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
         options.add_argument(argument)
     options.add_argument("--window-size=1800,1400")
-    driver = webdriver.Chrome(
-        service=DriverService(executable_path=str(CHROMEDRIVER)), options=options
-    )
+    with pytest.MonkeyPatch.context() as env:
+        # Selenium Manager would otherwise look online for a driver; Debian's is the one wanted.
+        env.setenv("SE_OFFLINE", "true")
+        driver = webdriver.Chrome(
+            service=DriverService(executable_path=str(CHROMEDRIVER)), options=options
+        )
     try:
         yield driver
     finally:
@@ -96,13 +98,8 @@ def exporter(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ExporterProce
 
 
 def test_the_page_shows_a_down_target_a_failed_check_and_hostile_names_as_text(
-    browser: object, exporter: ExporterProcess, tmp_path: Path
+    browser: WebDriver, exporter: ExporterProcess, tmp_path: Path
 ) -> None:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.remote.webdriver import WebDriver
-    from selenium.webdriver.remote.webelement import WebElement
-
-    assert isinstance(browser, WebDriver)
     browser.get(exporter.url + "/")
     browser.save_screenshot(str(tmp_path / "status.png"))  # for a look; kept under tmp_path
 
