@@ -134,8 +134,9 @@ def _target_row(name: str, health: TargetHealth, now: float) -> str:
         error = f"{_e(health.error)}<br>{_when(health.error_at, now)}"
     listing = "never, so far"
     if health.listed_at is not None:
+        listed = "model" if health.listed_models == 1 else "models"
         listing = (
-            f"{health.listed_models} models listed, {health.probed_models} probed"
+            f"{health.listed_models} {listed} listed, {health.probed_models} probed"
             f"<br>{_when(health.listed_at, now)}"
         )
     cells = [

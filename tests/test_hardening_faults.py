@@ -209,7 +209,7 @@ def test_fault_ends_in_its_reason_and_the_exporter_keeps_serving(rig: FaultRig, 
     page = rig.exporter.get("/").text
     cells = rf"<td>{row.target}</td><td>{row.model}</td><td>liveness</td>.*?</tr>"
     shown = re.search(cells, page)
-    assert shown and f"<td>{row.reason}</td>" in shown.group(0), page
+    assert shown and f'<b class="reason">{row.reason}</b>' in shown.group(0), page
     line = f"target={row.target} model={row.model} prompt=liveness reason={row.reason} "
     assert line in rig.exporter.stderr
 
