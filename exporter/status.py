@@ -113,7 +113,9 @@ def _summary(snap: StatusSnapshot) -> tuple[str, str]:
     unknown = sum(1 for _, health in snap.targets if health.up is None)
     if unknown or not snap.jobs:
         return f"STARTING: {unknown} targets not checked yet, {len(snap.jobs)} results", "unknown"
-    return f"OK: {len(snap.targets)} targets up, {len(snap.jobs)} probes ok", "ok"
+    skipped = sum(1 for s in snap.jobs.values() if isinstance(s.latest, ProbeSkip))
+    ok = len(snap.jobs) - skipped
+    return f"OK: {len(snap.targets)} targets up, {ok} jobs ok, {skipped} skipped", "ok"
 
 
 def _targets_table(snap: StatusSnapshot) -> str:

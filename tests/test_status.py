@@ -180,7 +180,10 @@ def test_the_page_refreshes_itself_and_says_when_it_was_rendered() -> None:
 def test_all_up_and_passing_says_ok() -> None:
     ok = result(GEMMA, answer="Awokado to potas i błonnik.", checks={"min_words": True})
     page = snap({GEMMA: state(ok)})
-    assert page.ids["summary"].startswith("OK: 1 targets up, 1 probes ok")
+    assert page.ids["summary"] == "OK: 1 targets up, 1 jobs ok, 0 skipped"
+    skip = ProbeSkip(MISTRAL, "not_loaded", "skipped: not_loaded", NOW - 10, 300.0)
+    page = snap({GEMMA: state(ok), MISTRAL: state(skip)})
+    assert page.ids["summary"] == "OK: 1 targets up, 1 jobs ok, 1 skipped"
 
 
 def test_a_down_target_is_down_at_the_top_and_on_every_row_of_its_jobs() -> None:
