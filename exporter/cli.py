@@ -28,7 +28,7 @@ from exporter.memory import tune_allocator
 from exporter.report import format_json, format_table, run_round
 from exporter.server import App, HttpServer
 from exporter.service import Service
-from exporter.status import render_status
+from exporter.status import render_status, snapshot_of
 from exporter.webconfig import WebAccessConfig, load_web_config
 
 log = logging.getLogger("exporter")
@@ -175,7 +175,7 @@ def _serve(config: Config, path: str | None, address: str, web: WebAccessConfig)
         metrics=exposition.body,
         waiting_for=service.waiting_for,
         reload=service.reload,
-        status_page=lambda: render_status(service.store.latest()),
+        status_page=lambda: render_status(snapshot_of(service)),
     )
     try:
         server = HttpServer(address, app, web).start()

@@ -1,7 +1,8 @@
 """The values that cross from probing to exposition: job keys, probe results, skips.
 
-The ResultStore keeps the latest result of every job for the status page and the `probe`
-command; the metrics module keeps the cumulative series.
+The ResultStore keeps the latest result of every job and its failure streak (consecutive
+failed probes) for the status page and the `probe` command; the metrics module keeps the
+cumulative series.
 """
 
 from __future__ import annotations
@@ -59,21 +60,51 @@ class ProbeSkip:
     interval_s: float
 
 
+@dataclass(frozen=True)
+class FailureStreak:
+    """A job's current run of failed probes.
+
+    A failed answer check is not a failed probe (the model answered), and a skip did not probe,
+    so neither changes the streak.
+    """
+
+    count: int = 0  # consecutive failed probes; 0 after a successful one
+    since: float | None = None  # finished_at of the streak's first failed probe
+
+    def after(self, item: ProbeResult | ProbeSkip) -> FailureStreak:
+        if isinstance(item, ProbeSkip):
+            return self
+        if item.outcome.success:
+            return FailureStreak()
+        return FailureStreak(self.count + 1, self.since or item.finished_at)
+
+
+@dataclass(frozen=True)
+class JobState:
+    """A job's latest result and its failure streak, read together."""
+
+    latest: ProbeResult | ProbeSkip
+    streak: FailureStreak
+
+
 class ResultStore:
-    """Thread-safe latest result per job."""
+    """Thread-safe latest result and failure streak per job."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._latest: dict[JobKey, ProbeResult | ProbeSkip] = {}
+        self._streaks: dict[JobKey, FailureStreak] = {}
 
     def put(self, item: ProbeResult | ProbeSkip) -> None:
         with self._lock:
             self._latest[item.key] = item
+            self._streaks[item.key] = self._streaks.get(item.key, FailureStreak()).after(item)
 
     def forget(self, keys: set[JobKey]) -> None:
         with self._lock:
             for key in keys:
                 self._latest.pop(key, None)
+                self._streaks.pop(key, None)
 
     def get(self, key: JobKey) -> ProbeResult | ProbeSkip | None:
         with self._lock:
@@ -82,3 +113,13 @@ class ResultStore:
     def latest(self) -> dict[JobKey, ProbeResult | ProbeSkip]:
         with self._lock:
             return dict(self._latest)
+
+    def consecutive_failures(self, key: JobKey) -> int:
+        """Failed probes in a row of `key` (0 for an unknown job)."""
+        with self._lock:
+            return self._streaks.get(key, FailureStreak()).count
+
+    def states(self) -> dict[JobKey, JobState]:
+        """Every job's latest result with its streak, from one consistent moment."""
+        with self._lock:
+            return {key: JobState(item, self._streaks[key]) for key, item in self._latest.items()}

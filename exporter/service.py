@@ -61,8 +61,13 @@ class Service:
         self._targets = {t.name: self._target(t, {}) for t in config.targets}
         runner = ProbeRunner(config, exposition, self.store, self._gpu)
         self._scheduler = ProbeScheduler(exposition, self.store, runner)
-        self.last_reload = ReloadOutcome(time.time())  # the load at start-up
-        exposition.reload_result(True, self.last_reload.at)
+        self.last_reload: ReloadOutcome | None = None  # None: no reload since the start
+        exposition.reload_result(True, time.time())  # the load at start-up
+
+    @property
+    def targets(self) -> list[Target]:
+        """The targets of the running configuration, in configuration order."""
+        return list(self._targets.values())
 
     def start(self) -> None:
         self._scheduler.start(list(self._targets.values()))

@@ -22,6 +22,7 @@ import httpx
 from exporter.config import Config, TargetConfig
 from exporter.duty import DutyCycle
 from exporter.exposition import Exposition
+from exporter.health import HealthTracker
 from exporter.ollama import ListedModel, OllamaApi, OllamaApiError, RunningModel, model_key
 from exporter.redact import Redactor, printable
 
@@ -52,6 +53,7 @@ class Target:
         self.probe_client = probe_client
         self.redact = Redactor(config.headers.values())
         self.duty = DutyCycle(1.0)  # limit set by the scheduler; kept across reloads
+        self.health = HealthTracker(config.name)
         self._exposition = exposition
         self._lock = threading.Lock()
         self._inventory: Inventory | None = None
@@ -91,6 +93,8 @@ class Target:
             return True
         self._listed = tuple(listed)
         self._select_from_last(config, timeout, "listing")
+        inventory = self.inventory
+        self.health.listed(len(listed), len(inventory.models) if inventory else 0)
         return True
 
     def reselect(self, config: Config, timeout: float) -> None:
@@ -166,11 +170,12 @@ class Target:
 
     def check_health(self, timeout: float) -> None:
         """One /api/version check (availability) and one /api/ps read (residency)."""
+        error = None
         try:
             version: str | None = self.api.version(timeout)
         except OllamaApiError as exc:
-            log.info("target %s: health check failed: %s", self.name, self.redact(str(exc)))
-            version = None
+            version, error = None, self.redact(str(exc))
+        self.health.checked(version, error)  # logs only when the target goes down or comes back
         self._exposition.health(self.name, version)
         if version is None:
             return

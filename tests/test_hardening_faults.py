@@ -207,8 +207,9 @@ def test_fault_ends_in_its_reason_and_the_exporter_keeps_serving(rig: FaultRig, 
     # Still serving: every endpoint answers, and the fault is on the status page and in the log.
     assert rig.exporter.get("/-/healthy").status_code == 200
     page = rig.exporter.get("/").text
-    cells = rf"<td>{row.target}</td><td>{row.model}</td><td>liveness</td><td>[^<]*</td>"
-    assert re.search(cells + rf"<td>{row.reason}</td>", page), page
+    cells = rf"<td>{row.target}</td><td>{row.model}</td><td>liveness</td>.*?</tr>"
+    shown = re.search(cells, page)
+    assert shown and f'<b class="reason">{row.reason}</b>' in shown.group(0), page
     line = f"target={row.target} model={row.model} prompt=liveness reason={row.reason} "
     assert line in rig.exporter.stderr
 

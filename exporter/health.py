@@ -1,0 +1,127 @@
+"""A target's health as the status page shows it, and the log lines of its transitions.
+
+The health check runs every health_interval (15 s by default). Logging each failed check buried
+the lines that matter during an outage, and recovery was silent, so the log now follows
+transitions: one WARNING when a target goes down (with the reason), one INFO when it comes back
+(with how long it was down). The very first check logs once either way: INFO "up" with the
+Ollama version, or the WARNING of a target that is down from the start. Later checks that
+change nothing log nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from exporter.redact import printable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TargetHealth:
+    """What is known about a target's availability and listing at one moment."""
+
+    up: bool | None = None  # None until the first health check ended
+    since: float | None = None  # Unix time of the first check in the current up/down state
+    version: str | None = None  # the version of the last successful check
+    error: str | None = None  # the last failed check's error text, already redacted
+    error_at: float | None = None
+    failed_checks: int = 0  # consecutive failed health checks; 0 after a good one
+    listed_at: float | None = None  # Unix time of the last successful model listing
+    listed_models: int | None = None  # models in that listing
+    probed_models: int | None = None  # of those, the models that got probe jobs
+
+
+class HealthTracker:
+    """Thread-safe health state of one target; logs its up/down transitions."""
+
+    def __init__(self, target: str, clock: Callable[[], float] = time.time) -> None:
+        self._target = printable(target)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._state = TargetHealth()
+
+    def snapshot(self) -> TargetHealth:
+        with self._lock:
+            return self._state
+
+    def checked(self, version: str | None, error: str | None = None) -> None:
+        """Record one health check: `version` when it answered, else the (redacted) error."""
+        now = self._clock()
+        with self._lock:
+            before = self._state
+            if version is not None:
+                self._state = replace(
+                    before,
+                    up=True,
+                    since=now if before.up is not True else before.since,
+                    version=version,
+                    failed_checks=0,
+                )
+            else:
+                self._state = replace(
+                    before,
+                    up=False,
+                    since=now if before.up is not False else before.since,
+                    error=error or "unknown error",
+                    error_at=now,
+                    failed_checks=before.failed_checks + 1,
+                )
+            after = self._state
+        self._log_transition(before, after, now)
+
+    def listed(self, listed: int, probed: int) -> None:
+        """Record a successful model listing: how many models it had, how many get jobs."""
+        now = self._clock()
+        with self._lock:
+            self._state = replace(
+                self._state, listed_at=now, listed_models=listed, probed_models=probed
+            )
+
+    def _log_transition(self, before: TargetHealth, after: TargetHealth, now: float) -> None:
+        if before.up == after.up:
+            if not after.up:
+                log.debug(
+                    "target %s: still down after %d failed health checks: %s",
+                    self._target,
+                    after.failed_checks,
+                    printable(after.error or ""),
+                )
+            return
+        if after.up:
+            if before.up is None:
+                log.info("target %s: up, Ollama %s", self._target, printable(after.version or ""))
+            else:
+                down_s = now - (before.since or now)
+                log.info(
+                    "target %s: recovered after %s down, Ollama %s",
+                    self._target,
+                    duration_text(down_s),
+                    printable(after.version or ""),
+                )
+            return
+        # The wording keeps "target X: health check failed", which operators already grep for.
+        log.warning(
+            "target %s: health check failed, now down: %s",
+            self._target,
+            printable(after.error or ""),
+        )
+
+
+def duration_text(seconds: float) -> str:
+    """A short human duration: "42 s", "5 min 3 s", "2 h 5 min", "3 d 4 h"."""
+    total = max(0, round(seconds))
+    days, rest = divmod(total, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    if minutes:
+        return f"{minutes} min {secs} s"
+    return f"{secs} s"
