@@ -258,5 +258,5 @@ def test_a_failed_listing_keeps_the_last_successful_one(double: OllamaDouble, cl
     target.refresh_inventory(config, 5.0)
     before = target.health.snapshot()
     double.stop()
-    assert target.refresh_inventory(config, 5.0)  # the last inventory is kept
+    assert not target.refresh_inventory(config, 5.0)  # failed; the last inventory is kept
     assert target.health.snapshot() == before

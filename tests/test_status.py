@@ -366,13 +366,13 @@ def test_the_running_service_feeds_the_page(tmp_path: Path) -> None:
 
         before = time.time()
         path.write_text(good.replace("300ms", "soon"), encoding="utf-8")
-        error = service.reload()
+        outcome = service.reload()
         failed = snapshot_of(service).reload
-        assert error is not None and failed is not None
-        assert (failed.ok, failed.error) == (False, error) and failed.at >= before
+        assert outcome.error is not None and failed is not None
+        assert (failed.ok, failed.error) == (False, outcome.error) and failed.at >= before
 
         path.write_text(good, encoding="utf-8")
-        assert service.reload() is None
+        assert service.reload().ok
         ok = snapshot_of(service).reload
         assert ok is not None and (ok.ok, ok.error) == (True, None) and ok.at >= failed.at
     finally:
