@@ -40,6 +40,7 @@ from exporter.probe import ProbeOutcome, ProbeRequest, Reason, ServerTimings, Wa
 from exporter.results import JobKey, ProbeResult
 from exporter.server import App, HttpServer
 from exporter.server_metrics import ExporterMetrics, ServerMetrics
+from exporter.service import ReloadOutcome
 from exporter.targets import http_clients
 
 SPEEDUP_TARGET = 10.0
@@ -307,7 +308,12 @@ def _stale_times(
 
 # --- through HTTP ------------------------------------------------------------------------------
 def _serve(metrics: Callable[[bool], Sequence[bytes]]) -> HttpServer:
-    app = App(metrics=metrics, ready=lambda: True, reload=lambda: None, status_page=lambda: "")
+    app = App(
+        metrics=metrics,
+        waiting_for=lambda: None,
+        reload=lambda: ReloadOutcome(0.0),
+        status_page=lambda: "",
+    )
     return HttpServer("127.0.0.1:0", app)
 
 

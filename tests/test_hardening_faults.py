@@ -63,14 +63,11 @@ FAULT_MODELS = {
     "busy:1b": Fault.STATUS_503,
     "proxy404:1b": Fault.OTHER_404,
     "healthy:1b": Fault.NONE,
-    "deleted:1b": Fault.NONE,  # deleted from the server after its first good probe
 }
 
 
-def fault_scripts(without: str = "") -> list[ModelScript]:
-    return [
-        ModelScript(name, fault=fault) for name, fault in FAULT_MODELS.items() if name != without
-    ]
+def fault_scripts() -> list[ModelScript]:
+    return [ModelScript(name, fault=fault) for name, fault in FAULT_MODELS.items()]
 
 
 @dataclass
@@ -146,12 +143,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultRig]:
             "127.0.0.1", "localhost", not_before=past - dt.timedelta(days=30), not_after=past
         )
         rotating.context = pki.server_context(expired)
-        wait_until(
-            lambda: successes(exporter.samples(), **job("faults", "deleted:1b")),
-            10,
-            "a first good probe of the model that will be deleted",
-        )
-        faults.set_models(fault_scripts(without="deleted:1b"))
         yield FaultRig(exporter, faults, gone, pki, urls)
     finally:
         if exporter is not None:
@@ -182,7 +173,6 @@ FAULT_TABLE = [
     Row("invalid UTF-8", "faults", "badutf8:1b", "invalid_response"),
     Row("a reply larger than max_response_bytes", "faults", "huge:1b", "invalid_response"),
     Row("404 model not found", "faults", "missing:1b", "model_not_found"),
-    Row("a model deleted while it is probed", "faults", "deleted:1b", "model_not_found"),
     Row("500", "faults", "crash:1b", "http_status"),
     Row("503", "faults", "busy:1b", "http_status"),
     Row("other 404", "faults", "proxy404:1b", "http_status"),

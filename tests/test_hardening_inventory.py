@@ -245,3 +245,86 @@ def test_404_naming_a_model_with_a_newline_is_model_not_found() -> None:
     with httpx.Client(transport=httpx.MockTransport(not_found)) as client:
         outcome = run_probe(client, ProbeRequest("http://t", "chat", name, "hi", 5.0, 1 << 20))
     assert outcome.reason is Reason.MODEL_NOT_FOUND, outcome
+
+
+# --- models leaving a listing, or deleted while configured -----------------------------------
+
+
+def test_a_configured_model_deleted_from_ollama_is_probed_on_and_fails_model_not_found(
+    tmp_path: Path,
+) -> None:
+    """A configured model is probed whatever the listing says: deleted, it must show up as
+    model_not_found failures, not as silence."""
+    with OllamaDouble([ModelScript("keep:1b"), ModelScript("deleted:1b")]) as double:
+        config = write(
+            tmp_path / "configured.yaml",
+            f"""\
+            targets: [{{name: local, url: "{double.url}"}}]
+            models: ["keep:1b", "deleted:1b"]
+            prompts: [{{id: liveness, text: hi, interval: 1s}}]
+            probe: {{timeout: 900ms, health_interval: 300ms, inventory_interval: 300ms,
+                     max_duty_cycle: 1}}
+            gpu: {{enabled: false}}
+            """,
+        )
+        deleted = {"target": "local", "model": "deleted:1b", "prompt": "liveness"}
+        with ExporterProcess(config) as exporter:
+            good = exporter.samples_when(
+                lambda s: value(s, "ollama_probe_success", **deleted) == 1, 15, "a good probe"
+            )
+            cold = value(good, "ollama_probe_cold_starts_total", **deleted)
+            double.set_models([ModelScript("keep:1b")])
+            listings = len(double.requests("/api/tags"))
+            exporter.samples_when(
+                lambda s: value(
+                    s, "ollama_probe_failures_total", reason="model_not_found", **deleted
+                ),
+                15,
+                "a model_not_found failure of the deleted model",
+            )
+            # Listings after the deletion do not take the job away.
+            double.wait_for_requests(listings + 2, "/api/tags", timeout=10)
+            samples = exporter.samples()
+            assert deleted in series_of(samples, "ollama_probes_total")
+            assert value(samples, "ollama_probe_success", **deleted) == 0
+            # A model that does not exist was not cold-loaded.
+            assert value(samples, "ollama_probe_cold_starts_total", **deleted) == cold
+
+
+def test_a_discovered_model_leaving_the_listing_loses_its_job_and_series_logged_once(
+    tmp_path: Path,
+) -> None:
+    with OllamaDouble([ModelScript("stays:1b"), ModelScript("leaves:1b")]) as double:
+        config = write(
+            tmp_path / "discovered.yaml",
+            f"""\
+            targets: [{{name: local, url: "{double.url}"}}]
+            prompts: [{{id: liveness, text: hi, interval: 60s}}]
+            probe: {{timeout: 5s, health_interval: 300ms, inventory_interval: 300ms}}
+            gpu: {{enabled: false}}
+            """,
+        )
+        leaves = {"target": "local", "model": "leaves:1b", "prompt": "liveness"}
+        with ExporterProcess(config) as exporter:
+            exporter.samples_when(
+                lambda s: value(s, "ollama_probe_success", **leaves) == 1, 15, "a good probe"
+            )
+            double.set_models([ModelScript("stays:1b"), ModelScript("arrives:1b")])
+            exporter.samples_when(
+                lambda s: leaves not in series_of(s, "ollama_probes_total"),
+                15,
+                "the job of the model that left to be gone",
+            )
+            listings = len(double.requests("/api/tags"))
+            double.wait_for_requests(listings + 2, "/api/tags", timeout=10)
+            samples = exporter.samples()
+            left = [
+                (name, dict(labels))
+                for name, labels in samples
+                if dict(labels).get("model") == "leaves:1b"
+            ]
+            assert left == [], "every series of the model that left goes with its job"
+            assert "leaves:1b" not in exporter.get("/").text
+            stderr = exporter.stderr
+        assert stderr.count("target local: model leaves:1b left the listing") == 1, stderr
+        assert stderr.count("target local: model arrives:1b appeared in the listing") == 1, stderr
