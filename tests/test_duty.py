@@ -128,3 +128,47 @@ def test_projection_uses_each_jobs_last_duration_and_stretches_past_the_limit() 
     duty.update(T0 + 121)
     assert duty.projected == pytest.approx(0.1)
     assert duty.stretch == 1.0
+
+
+# --- per concurrency slot, and the stretch log's hysteresis -----------------------------------
+
+
+def test_the_limit_applies_per_concurrency_slot() -> None:
+    """Two jobs each busy 40 % of their interval: 80 % of one slot, 40 % of each of two."""
+    one, two = DutyCycle(0.5, start=T0), DutyCycle(0.5, start=T0, slots=2)
+    for duty in (one, two):
+        duty.record("a", T0, T0 + 40, 100)
+        duty.record("b", T0 + 50, T0 + 90, 100)
+        duty.update(T0 + 100)
+    assert one.projected == pytest.approx(0.8) and one.stretch == pytest.approx(0.8 / 0.5)
+    assert two.projected == pytest.approx(one.projected / 2) and two.stretch == 1.0
+    assert two.ratio == pytest.approx(one.ratio / 2)
+
+
+def stretch_events(projections: list[float]) -> list[tuple[float, str]]:
+    """The log events of a DutyCycle (limit 0.25) whose single job's projection follows
+    `projections`, one update each."""
+    duty = DutyCycle(0.25, start=T0)
+    events = []
+    for i, projected in enumerate(projections):
+        duty.record("a", T0 + i, T0 + i + projected * 100, 100)
+        event = duty.update(T0 + i + 100)
+        if event is not None:
+            events.append((round(duty.stretch, 2), event))
+    return events
+
+
+def test_the_stretch_log_reports_a_start_large_changes_and_the_end_not_every_wobble() -> None:
+    # Hovering just above the limit (1.00x-1.08x) says nothing; a real stretch starts once,
+    # wobbles inside a factor of 1.5 stay quiet, a doubling is reported, and so is the end.
+    wobble = [0.25, 0.251, 0.26, 0.27, 0.2505, 0.26]
+    stretched = [0.3, 0.31, 0.29, 0.33, 0.3]
+    doubled = [0.6, 0.58, 0.62]
+    back = [0.2, 0.26, 0.2]
+    events = stretch_events(wobble + stretched + doubled + back)
+    assert events == [(1.2, "started"), (2.4, "changed"), (1.0, "ended")]
+
+
+def test_a_stretch_that_comes_back_after_ending_is_reported_again() -> None:
+    events = stretch_events([0.5, 0.1, 0.5])
+    assert [e for _, e in events] == ["started", "ended", "started"]
