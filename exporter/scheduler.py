@@ -256,10 +256,13 @@ class ProbeScheduler:
         target.check_health(min(probe.health_interval, 5.0))
 
     def _refresh_inventory(self, target: Target) -> None:
-        listed = target.refresh_inventory(self.config, min(self.config.probe.timeout, 30.0))
+        config = self.config
+        listed = target.refresh_inventory(config, min(config.probe.timeout, 30.0))
         with self._lock:
             if self._targets.get(target.name) is not target:
                 return  # removed by a reload while it listed
+            if self.config is not config:  # a reload came while it listed: select under it
+                target.reselect(self.config, min(self.config.probe.timeout, 30.0))
             jobs = self._reconcile(target)
             self._readiness.listing_ended(target.name, jobs)
         self._plan_next_listing(target, listed)
@@ -406,8 +409,9 @@ class ProbeScheduler:
             self._readiness.job_ran(job_id)
 
     def _overrun(self, event: JobSubmissionEvent) -> None:
-        with self._lock:
-            spec = self._specs.get(event.job_id)
+        # No lock: APScheduler sends this event holding its job store lock, which _add_job
+        # waits for while holding self._lock. One dict read is atomic.
+        spec = self._specs.get(event.job_id)
         if spec is None:
             return
         log.warning(
