@@ -16,6 +16,7 @@ import pytest
 
 from exporter.config import ConfigError
 from exporter.server import App, HttpServer, exposure_warning
+from exporter.service import ReloadOutcome
 from exporter.webconfig import TlsServerConfig, WebAccessConfig, load_web_config
 
 PASSWORD = "correct horse 8c1f"
@@ -122,7 +123,12 @@ def test_the_exposure_warning_names_what_is_exposed(
 def test_basic_auth_without_tls_beyond_loopback_logs_the_clear_text_warning(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    app = App(metrics=lambda _: (b"",), ready=lambda: True, reload=lambda: None, status_page=str)
+    app = App(
+        metrics=lambda _: (b"",),
+        waiting_for=lambda: None,
+        reload=lambda: ReloadOutcome(0.0),
+        status_page=str,
+    )
     with caplog.at_level(logging.WARNING, logger="exporter.server"):
         HttpServer("0.0.0.0:0", app, WebAccessConfig(basic_auth_users=USERS)).start().stop()
     (record,) = caplog.records
