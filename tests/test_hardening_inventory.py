@@ -315,6 +315,14 @@ def test_a_discovered_model_leaving_the_listing_loses_its_job_and_series_logged_
                 15,
                 "the job of the model that left to be gone",
             )
+            left_line = "target local: model leaves:1b left the listing"
+            arrived_line = "target local: model arrives:1b appeared in the listing"
+            wait_until(
+                lambda: left_line in exporter.stderr and arrived_line in exporter.stderr,
+                10,
+                "both log lines",
+            )
+            # Two more listings that see the same models must not log again.
             listings = len(double.requests("/api/tags"))
             double.wait_for_requests(listings + 2, "/api/tags", timeout=10)
             samples = exporter.samples()
@@ -326,5 +334,5 @@ def test_a_discovered_model_leaving_the_listing_loses_its_job_and_series_logged_
             assert left == [], "every series of the model that left goes with its job"
             assert "leaves:1b" not in exporter.get("/").text
             stderr = exporter.stderr
-        assert stderr.count("target local: model leaves:1b left the listing") == 1, stderr
-        assert stderr.count("target local: model arrives:1b appeared in the listing") == 1, stderr
+        assert stderr.count(left_line) == 1, stderr
+        assert stderr.count(arrived_line) == 1, stderr

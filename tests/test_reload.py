@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.exporter_process import ExporterProcess, Samples, series_of, value
+from tests.exporter_process import ExporterProcess, Samples, series_of, value, wait_until
 from tests.fakes.ollama_double import ModelScript, OllamaDouble
 
 MODELS = ("alpha:1b", "beta:1b", "gamma:1b")
@@ -88,7 +88,8 @@ def test_a_listen_address_change_is_named_as_needing_a_restart(
         assert response.status_code == 200
         assert "warning: web.listen_address changed" in response.text
         assert "only at a restart" in response.text
-        assert "WARNING exporter.service: reload: web.listen_address changed" in exporter.stderr
+        line = "WARNING exporter.service: reload: web.listen_address changed"
+        wait_until(lambda: line in exporter.stderr, 10, "the reload's WARNING in the log")
         assert exporter.get("/-/healthy").status_code == 200  # still where it started
 
 
