@@ -46,6 +46,7 @@ class StockProbeMetrics:
         self.duration = histogram(m.DURATION, m.DURATION_BUCKETS)
         self.ttft = histogram(m.TTFT, m.TTFT_BUCKETS)
         self.success = gauge(m.SUCCESS)
+        self.consecutive_failures = gauge(m.CONSECUTIVE_FAILURES)
         self.last_duration = gauge(m.LAST_DURATION)
         self.last_ttft = gauge(m.LAST_TTFT)
         self.answer = {name: gauge(family) for name, family in m.ANSWER.items()}
@@ -86,6 +87,11 @@ class StockProbeMetrics:
         self.last_run.labels(*labels).set(result.finished_at)
         self.interval.labels(*labels).set(result.interval_s)
         self.success.labels(*labels).set(1 if outcome.success else 0)
+        # The rule written out again rather than imported, so the reference checks it.
+        if outcome.success:
+            self.consecutive_failures.labels(*labels).set(0)
+        else:
+            self.consecutive_failures.labels(*labels).inc()
         if result.cold_start is not None:
             self.cold_start.labels(*labels).set(1 if result.cold_start else 0)
             if result.cold_start:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from prometheus_client import utils
 
 from exporter.probe import Reason, ServerTimings
-from exporter.results import JobKey, ProbeResult, ProbeSkip
+from exporter.results import FailureStreak, JobKey, ProbeResult, ProbeSkip
 
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600)
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
@@ -77,6 +77,11 @@ TTFT = Family(
     "Time from sending the request to the first chunk with content, successful probes.",
 )
 SUCCESS = _gauge("ollama_probe_success", "1 if the last probe succeeded, else 0.")
+CONSECUTIVE_FAILURES = _gauge(
+    "ollama_probe_consecutive_failures",
+    "Failed probes in a row: 0 after a successful probe (a failed answer check included), "
+    "+1 per failed probe; skipped runs leave it alone.",
+)
 LAST_DURATION = _gauge(
     "ollama_probe_last_duration_seconds",
     "Wall time of the last probe, failed ones included (a timeout shows the timeout).",
@@ -141,6 +146,7 @@ FAMILIES: tuple[Family, ...] = (
     DURATION,
     TTFT,
     SUCCESS,
+    CONSECUTIVE_FAILURES,
     LAST_DURATION,
     LAST_TTFT,
     *ANSWER.values(),
@@ -208,6 +214,9 @@ class _Job:
     duration: _Histogram
     ttft: _Histogram
     values: dict[Family, dict[str, float]] = field(default_factory=dict)
+    # The status page's streak rule (exporter.results), folded over the same results in the
+    # same order, so the gauge and the page cannot disagree.
+    streak: FailureStreak = field(default_factory=FailureStreak)
     rendered: tuple[bytes, ...] = ()  # per family, in FAMILIES order, as of the last change
 
     @classmethod
@@ -328,6 +337,8 @@ def _observe(job: _Job, result: ProbeResult) -> None:
     job.set(LAST_RUN, result.finished_at)
     job.set(INTERVAL, result.interval_s)
     job.set(SUCCESS, 1 if outcome.success else 0)
+    job.streak = job.streak.after(result)
+    job.set(CONSECUTIVE_FAILURES, job.streak.count)
     if result.cold_start is not None:
         job.set(COLD_START, 1 if result.cold_start else 0)
         if result.cold_start:

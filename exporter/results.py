@@ -2,7 +2,8 @@
 
 The ResultStore keeps the latest result of every job and its failure streak (consecutive
 failed probes) for the status page and the `probe` command; the metrics module keeps the
-cumulative series.
+cumulative series. Both fold the same results with FailureStreak.after, so the status page's
+streak and the `ollama_probe_consecutive_failures` gauge follow one rule.
 """
 
 from __future__ import annotations

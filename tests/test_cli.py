@@ -470,6 +470,7 @@ CONTRACT_FAMILIES = {
     "ollama_probe_duration_seconds": "histogram",
     "ollama_probe_time_to_first_token_seconds": "histogram",
     "ollama_probe_success": "gauge",
+    "ollama_probe_consecutive_failures": "gauge",
     "ollama_probe_last_duration_seconds": "gauge",
     "ollama_probe_last_time_to_first_token_seconds": "gauge",
     "ollama_probe_server_total_duration_seconds": "gauge",
@@ -556,6 +557,7 @@ def test_end_to_end_metrics_match_what_the_double_did(tmp_path: Path, double: Ol
 
         assert value(samples, "ollama_probes_total", **job) == 1
         assert value(samples, "ollama_probe_success", **job) == 1
+        assert value(samples, "ollama_probe_consecutive_failures", **job) == 0
         duration = value(samples, "ollama_probe_last_duration_seconds", **job)
         assert duration == pytest.approx(wall, abs=0.1)
         assert value(samples, "ollama_probe_duration_seconds_count", **job) == 1

@@ -29,6 +29,7 @@ from grafana.dashgen.readback import (
     panels,
     queries,
     query_panels,
+    table_columns,
     variable_values,
     variables,
 )
@@ -175,6 +176,48 @@ def test_stat_thresholds_are_the_kpis(dashboards: dict[str, dict[str, Any]]) -> 
     assert steps["Error rate < 1 %"] == [None, 0.01]
     assert steps["Availability > 99.9 %"] == [None, 0.999]
     assert steps["GPU utilisation < 80 %"] == [None, 0.8]
+
+
+def panel_titled(dashboard: dict[str, Any], title: str) -> dict[str, Any]:
+    (panel,) = [p for p in query_panels(dashboard) if p["title"] == title]
+    return panel
+
+
+def test_every_range_column_of_the_model_table_has_its_sample_count_beside_it(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    """A mean or ratio over the range is followed by the n it rests on, before any column
+    that describes the latest probe; a count of probes is rounded, as probes are whole."""
+    table = panel_titled(dashboards["model-comparison.json"], "Models on prompt $prompt")
+    columns = table_columns(table)
+    counts = {name: expr for name, expr in columns.items() if name.startswith("n (")}
+    assert set(counts) == {"n (ok)", "n (all)"}
+    assert all(expr.startswith("round(") for expr in counts.values()), counts
+    waiting: list[str] = []  # range columns still without their count
+    for name, expr in columns.items():
+        if name in counts:
+            assert waiting, f"{name} follows no range column"
+            waiting = []
+        elif "[$__range]" in expr:
+            waiting.append(name)
+        else:
+            assert not waiting, f"{waiting} have no sample count before {name}"
+    assert not waiting, f"{waiting} have no sample count"
+
+
+def test_only_the_response_time_panel_draws_the_60_second_kpi(
+    dashboards: dict[str, dict[str, Any]],
+) -> None:
+    """The KPI is on the whole response; time to first token has no threshold of its own."""
+    dashboard = dashboards["model-comparison.json"]
+    response = panel_titled(dashboard, "Response time: mean and p95")["fieldConfig"]["defaults"]
+    assert response["custom"]["thresholdsStyle"]["mode"] == "dashed"
+    assert [s["value"] for s in response["thresholds"]["steps"]] == [None, 60]
+    ttft = panel_titled(dashboard, "Time to first token: mean and p95")
+    defaults = ttft["fieldConfig"]["defaults"]
+    assert defaults.get("custom", {}).get("thresholdsStyle", {}).get("mode", "off") == "off"
+    assert "thresholds" not in defaults
+    assert "dashed line" not in ttft["description"]
 
 
 def alert_rules() -> dict[str, list[dict[str, Any]]]:

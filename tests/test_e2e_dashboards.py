@@ -1,12 +1,14 @@
 """Every dashboard query against a real Prometheus filled by the exporter.
 
-The exporter probes the Ollama test double (three models, two prompts, short intervals) with the
-stand-in pynvml module first on its PYTHONPATH, so GPU series exist without a GPU. Prometheus
-scrapes it with the shipped rules (time-scaled by tests/e2e/stack.py, names unchanged). Then each
-panel query of the committed dashboards, with the variables expanded to All and to one model,
-must return at least one series, queried the way Grafana queries it (range queries over the
-test's lifetime, instant queries now); and the variables' label_values queries must return the
-models and prompts.
+The exporter probes two Ollama test doubles (target `local`: three models; target `remote`: one
+slower model that fails some probes on purpose; two prompts, short intervals) with the stand-in
+pynvml module first on its PYTHONPATH, so GPU series exist without a GPU. Prometheus scrapes it
+with the shipped rules (time-scaled by tests/e2e/stack.py, names unchanged). Then each panel
+query of the committed dashboards, with the variables expanded to All and to one model, must
+return at least one series, queried the way Grafana queries it (range queries over the test's
+lifetime, instant queries now); the variables' label_values queries must return the targets,
+models and prompts; and the model table's sample counts and relative speeds must be the numbers
+that follow from the exporter's samples Prometheus holds.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from grafana.dashgen.readback import (
     expand,
     label_values_query,
     queries,
+    query_panels,
+    table_columns,
     variable_values,
     variables,
 )
@@ -39,7 +43,7 @@ from tests.e2e.stack import (
     start_exporter,
     wait_for,
 )
-from tests.fakes.ollama_double import ModelScript, OllamaDouble
+from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
 
 pytestmark = pytest.mark.e2e
 
@@ -65,12 +69,23 @@ MODELS = [
     ModelScript(SLOW_MODEL, answer=POLISH_ANSWER, family="mistral", token_interval=0.01),
     ModelScript(BAD_ANSWER_MODEL, answer="Avocados are good for you.", token_interval=0.002),
 ]
+# The second target's only model: slower than the fastest model of `local`, so relative speed
+# is 100 % for it only when models are compared within their own target. Some of its probes
+# fail, so its successful probes (n ok) are fewer than its probes (n all).
+REMOTE_MODEL = "phi3:mini"
+REMOTE_MODELS = [
+    ModelScript(REMOTE_MODEL, answer=POLISH_ANSWER, family="phi3", token_interval=0.005),
+]
 PROMPTS = {"liveness", "avocado_pl"}
+TABLE = "Models on prompt $prompt"
 
 
-def exporter_config(url: str) -> dict[str, Any]:
+def exporter_config(url: str, remote_url: str) -> dict[str, Any]:
     return {
-        "targets": [{"name": "local", "url": url, "gpu": True}],
+        "targets": [
+            {"name": "local", "url": url, "gpu": True},
+            {"name": "remote", "url": remote_url, "gpu": False},
+        ],
         "prompts": [
             {"id": "liveness", "text": "Say hello.", "interval": "3s"},
             {
@@ -96,6 +111,7 @@ def exporter_config(url: str) -> dict[str, Any]:
 class Live:
     prometheus: Prometheus
     double: OllamaDouble
+    remote: OllamaDouble
     started: float  # Unix time before the first probe
 
 
@@ -133,14 +149,33 @@ def _cold_start_seen(live: Live) -> bool:
     return bool(seen)
 
 
+REMOTE_AVOCADO = f'{{target="remote", model="{REMOTE_MODEL}", prompt="avocado_pl"}}'
+
+
+def _remote_failed_then_recovered(live: Live) -> bool:
+    """Fail the remote model's probes until Prometheus saw an avocado_pl failure, then let them
+    succeed until it saw a success after it (the failure streak back at 0)."""
+    failed = live.prometheus.query(f"ollama_probe_failures_total{REMOTE_AVOCADO} > 0")
+    live.remote.set_fault(REMOTE_MODEL, Fault.NONE if failed else Fault.STATUS_500)
+    recovered = live.prometheus.query(f"ollama_probe_consecutive_failures{REMOTE_AVOCADO} == 0")
+    return bool(failed and recovered)
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     workdir = tmp_path_factory.mktemp("e2e-dashboards")
     python_path = os.pathsep.join(filter(None, [str(STANDIN_DIR), os.environ.get("PYTHONPATH")]))
-    with OllamaDouble(MODELS) as double, ExitStack() as stack:
+    with (
+        OllamaDouble(MODELS) as double,
+        OllamaDouble(REMOTE_MODELS) as remote,
+        ExitStack() as stack,
+    ):
         started = time.time()
         exporter = start_exporter(
-            workdir, exporter_config(double.url), stack, env={"PYTHONPATH": python_path}
+            workdir,
+            exporter_config(double.url, remote.url),
+            stack,
+            env={"PYTHONPATH": python_path},
         )
         alerting = stack.enter_context(
             alerting_stack(
@@ -150,7 +185,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 scrape_interval=f"{SCRAPE_SECONDS}s",
             )
         )
-        live = Live(alerting.prometheus, double, started)
+        live = Live(alerting.prometheus, double, remote, started)
         # "After two scrape intervals": two samples of the exporter's series.
         wait_for(
             lambda: live.prometheus.query("count_over_time(ollama_up[1m]) >= 2"),
@@ -159,6 +194,11 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             details=alerting.logs,
         )
         wait_for(lambda: _cold_start_seen(live), timeout=30, what="a cold avocado_pl probe")
+        wait_for(
+            lambda: _remote_failed_then_recovered(live),
+            timeout=30,
+            what="failed, then successful avocado_pl probes of the remote model",
+        )
         yield live
 
 
@@ -237,9 +277,9 @@ def variable_results(live: Live, file: str) -> dict[str, set[str]]:
 @pytest.mark.parametrize("file", DASHBOARD_FILES)
 def test_variables_return_the_targets_models_and_prompts(live: Live, file: str) -> None:
     results = variable_results(live, file)
-    assert results["target"] == {"local"}
+    assert results["target"] == {"local", "remote"}
     if file == "model-comparison.json":
-        assert results["model"] == {m.name for m in MODELS}
+        assert results["model"] == {m.name for m in MODELS + REMOTE_MODELS}
         assert results["prompt"] == PROMPTS
 
 
@@ -259,9 +299,94 @@ def test_relative_speed_is_100_percent_for_the_fastest(live: Live) -> None:
 
     def every_model() -> dict[str, float] | None:
         speeds = values_by_model(live, speed, "model-comparison.json")
-        return speeds if len(speeds) == len(MODELS) else None
+        return speeds if len(speeds) == len(MODELS + REMOTE_MODELS) else None
 
     speeds = wait_for(every_model, timeout=30, what="a relative speed for every model")
     assert all(0 < s <= 1 and not math.isnan(s) for s in speeds.values()), speeds
     assert max(speeds.values()) == pytest.approx(1.0)
     assert speeds[SLOW_MODEL] < speeds[ONE_MODEL], speeds
+
+
+# --- the model table's numbers, from the samples Prometheus holds ---------------------------
+
+Row = tuple[str, str]  # (target, model)
+
+
+def query_at(live: Live, expr: str, at: float) -> list[dict[str, Any]]:
+    """An instant query evaluated at `at`, as the table would be queried at that moment."""
+    response = httpx.get(
+        f"{live.prometheus.url}/api/v1/query", params={"query": expr, "time": at}, timeout=10
+    )
+    response.raise_for_status()
+    result: list[dict[str, Any]] = response.json()["data"]["result"]
+    return result
+
+
+def by_row(series: list[dict[str, Any]]) -> dict[Row, float]:
+    return {(s["metric"]["target"], s["metric"]["model"]): float(s["value"][1]) for s in series}
+
+
+def last_scrape(live: Live) -> float:
+    """The time of the latest scrape of the exporter (all its samples share it).
+
+    The table is checked at that instant: at any later "now" increase() also extrapolates to
+    the time since the scrape, and the comparison with whole counts would depend on when
+    the test happened to ask.
+    """
+    (latest,) = live.prometheus.query("max(timestamp(ollama_probes_total))")
+    return float(latest["value"][1])
+
+
+def probes_seen(live: Live, counter: str, window: str, at: float) -> dict[Row, float]:
+    """How much `counter` grew over the window ending at `at`, from its raw samples: the
+    exporter's own counts as Prometheus scraped them (prompt avocado_pl, the table's)."""
+    series = query_at(live, f'{counter}{{prompt="avocado_pl"}}[{window}]', at)
+    grown = {}
+    for s in series:
+        values = [float(v) for _, v in s["values"]]
+        assert values == sorted(values), f"{counter} was reset: {s['metric']}"
+        grown[(s["metric"]["target"], s["metric"]["model"])] = values[-1] - values[0]
+    return grown
+
+
+def table_at(live: Live, at: float) -> dict[str, dict[Row, float]]:
+    """Every column of the model table (variables at their defaults), evaluated at `at`."""
+    dashboard = load_dashboard("model-comparison.json")
+    (panel,) = [p for p in query_panels(dashboard) if p["title"] == TABLE]
+    values = variable_values(dashboard, builtins_for(dashboard))
+    return {
+        name: by_row(query_at(live, expand(expr, values), at))
+        for name, expr in table_columns(panel).items()
+    }
+
+
+def test_sample_counts_are_the_probes_prometheus_saw_in_the_range(live: Live) -> None:
+    at = last_scrape(live)
+    window = builtins_for(load_dashboard("model-comparison.json"))["__range"]
+    table = table_at(live, at)
+    successes = probes_seen(live, "ollama_probe_duration_seconds_count", window, at)
+    probes = probes_seen(live, "ollama_probes_total", window, at)
+    # Exact equality is sound here: probes are rarer than scrapes (avocado_pl every 2 s, a
+    # scrape every second), so increase()'s extrapolation to the range's start adds less than
+    # half a probe, and the round() in the query takes it away.
+    assert table["n (ok)"] == successes
+    assert table["n (all)"] == probes
+    assert len(probes) == len(MODELS + REMOTE_MODELS), probes
+    # The remote model failed some probes: its means rest on fewer probes than its success.
+    remote = ("remote", REMOTE_MODEL)
+    assert 0 < table["n (ok)"][remote] < table["n (all)"][remote], table
+
+
+def test_relative_speed_compares_models_of_the_same_target(live: Live) -> None:
+    table = table_at(live, last_scrape(live))
+    means, speeds = table["Mean time"], table["Relative speed"]
+    assert set(speeds) == set(means) and len(means) == len(MODELS + REMOTE_MODELS)
+    fastest = {
+        target: min(mean for (t, _), mean in means.items() if t == target)
+        for target in {t for t, _ in means}
+    }
+    for (target, model), speed in speeds.items():
+        assert speed == pytest.approx(fastest[target] / means[(target, model)]), (target, model)
+    # The remote model is slower than the fastest local model, yet the fastest of its target.
+    assert means[("remote", REMOTE_MODEL)] > fastest["local"], means
+    assert speeds[("remote", REMOTE_MODEL)] == 1.0

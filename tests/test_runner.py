@@ -3,7 +3,8 @@
 Covers the residency look-up (cold start, only_loaded skips, preserve_residency keep_alive), the
 prompt as sent (cache_bust, options), checks, GPU sampling, and the way one result reaches the
 ResultStore and the /metrics text: counters, failure reasons, histograms of successes only,
-answer gauges that keep the last good values, and last_duration that takes the failed probe's.
+answer gauges that keep the last good values, last_duration that takes the failed probe's, and
+the failure streak, which the gauge, the store and the status page must tell alike.
 """
 
 from __future__ import annotations
@@ -22,11 +23,14 @@ from prometheus_client.samples import Sample
 from exporter.config import Config, PromptConfig, parse_config
 from exporter.exposition import Exposition
 from exporter.gpu import DisabledGpuReader, GpuDevice, GpuReader, GpuSnapshot
+from exporter.health import TargetHealth
 from exporter.probe import Reason
 from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
 from exporter.runner import ANSWER_EXCERPT_CHARS, JobSpec, ProbeRunner
+from exporter.status import StatusSnapshot, render_status
 from exporter.targets import Target
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
+from tests.test_status import Page
 
 WARM = "gemma3:12b"  # resident from the start
 COLD = "llama3.2"  # listed, not resident
@@ -675,3 +679,39 @@ def test_gpu_series_keep_the_last_successful_probe(double: OllamaDouble, clients
     gpu.utilization = 0.9
     assert rig.probe(WARM).outcome.reason is Reason.HTTP_STATUS
     assert rig.job("ollama_probe_gpu_utilization_ratio", gpu="0") == pytest.approx(0.25)
+
+
+# --- the failure streak -------------------------------------------------------------------
+
+
+def streak_on_status_page(rig: Rig, key: JobKey) -> int:
+    """The failure streak the status page shows for `key` (its "failing" cell)."""
+    snapshot = StatusSnapshot(rig.now, [("local", TargetHealth(up=True))], rig.store.states())
+    _, row = Page(render_status(snapshot)).row_of("jobs", model=key.model, prompt=key.prompt)
+    failing = row["failing"]
+    return 0 if failing == "—" else int(failing.split()[0])
+
+
+def test_consecutive_failures_follow_the_probes_and_agree_with_the_status_page(
+    double: OllamaDouble, clients: Any
+) -> None:
+    # A check that fails on the double's English answer: such a probe still succeeded.
+    prompt = AVOCADO | {"checks": {"contains_any": ["błonnik"]}}
+    rig = Rig(double, clients, probe={"only_loaded": True}, prompts=[prompt])
+    key = JobKey("local", WARM, "avocado")
+    rig.spec(WARM)
+    assert rig.metric("ollama_probe_consecutive_failures", model=WARM) is None  # no probe yet
+
+    def step(action: str) -> int:
+        double.set_resident(WARM, action != "skip")  # only_loaded skips a model not resident
+        double.set_fault(WARM, Fault.STATUS_500 if action == "fail" else Fault.NONE)
+        rig.now += 300
+        item = rig.run(WARM)
+        assert isinstance(item, ProbeSkip if action == "skip" else ProbeResult), item
+        gauge = rig.job("ollama_probe_consecutive_failures")
+        assert gauge == rig.store.consecutive_failures(key) == streak_on_status_page(rig, key)
+        return int(gauge)
+
+    actions = ["ok", "fail", "fail", "skip", "fail", "ok", "skip", "fail"]
+    assert [step(action) for action in actions] == [0, 1, 2, 2, 3, 0, 0, 1]
+    assert rig.job("ollama_probe_check_failures_total", check="contains_any") == 2

@@ -1,7 +1,7 @@
 """PromQL fragments: selectors bound to the dashboard variables and the shared formulas.
 
-Formulas that appear on more than one panel (mean duration, relative speed) live here once, so
-the table, the bar gauges and the time series cannot drift apart.
+Formulas that appear on more than one panel (mean duration, relative speed, sample counts) live
+here once, so the table, the bar gauges and the time series cannot drift apart.
 """
 
 from __future__ import annotations
@@ -54,14 +54,27 @@ def histogram_p95(
     )
 
 
-def relative_to_fastest(mean: str) -> str:
-    """Fastest mean / this mean, per series of `mean` (1 = the fastest).
+def relative_to_fastest(mean: str, within: Sequence[str]) -> str:
+    """Fastest mean / this mean among the series of `mean` that share the `within` labels
+    (1 = the fastest of its group).
 
-    `min(...)` has no labels, so it is matched with `on()` against every series of the right
-    side; `group_right` keeps the right side's labels (target, model) on the result. Its empty
-    `()` is needed: PromQL reads a parenthesis right after group_right as its label list.
+    `min by (within)` has one series per group; `on(within)` matches it against every series
+    of that group on the right side, and `group_right` keeps the right side's labels (target,
+    model) on the result. Its empty `()` is needed: PromQL reads a parenthesis right after
+    group_right as its label list.
     """
-    return f"min({mean}) / on() group_right() ({mean})"
+    group = by(within)
+    return f"min by ({group}) ({mean}) / on ({group}) group_right() ({mean})"
+
+
+def sample_count(counter: str, matchers: Sequence[str], window: str, labels: Sequence[str]) -> str:
+    """How many times `counter` went up over `window` (probes, for a per-probe counter).
+
+    increase() extrapolates to the window's edges, at most by the probes of about one scrape
+    interval at each edge (a tenth of a probe at 15 s scrapes and 5-minute probes); a count
+    of probes is whole, so it is rounded.
+    """
+    return f"round({sum_increase(counter, matchers, window, labels)})"
 
 
 def max_by(metric: str, matchers: Sequence[str], labels: Sequence[str]) -> str:

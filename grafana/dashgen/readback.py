@@ -45,6 +45,23 @@ def queries(dashboard: Dashboard) -> Iterator[PanelQuery]:
             )
 
 
+def table_columns(panel: dict[str, Any]) -> dict[str, str]:
+    """A comparison table's value columns in display order: column name -> its query.
+
+    The names come from the table's organize transformation, which renames each query's
+    `Value #<refId>` column and orders the columns.
+    """
+    renames: dict[str, str] = {}
+    order: dict[str, int] = {}
+    for transformation in panel.get("transformations", []):
+        if transformation.get("id") == "organize":
+            renames = transformation["options"].get("renameByName", {})
+            order = transformation["options"].get("indexByName", {})
+    exprs = {target["refId"]: target["expr"] for target in panel.get("targets", [])}
+    columns = sorted(renames, key=lambda column: order.get(column, len(order)))
+    return {renames[c]: exprs[c.removeprefix("Value #")] for c in columns}
+
+
 def variables(dashboard: Dashboard) -> list[dict[str, Any]]:
     return list(dashboard.get("templating", {}).get("list", []))
 
