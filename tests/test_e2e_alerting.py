@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
+from prometheus.runbook_links import RUNBOOK_BASE_URL
 from tests.e2e.stack import (
     ALERTMANAGER_CONFIG,
     EXPORTER_JOB,
@@ -104,7 +105,7 @@ def firing_in_prometheus(stack: Stack, alertname: str, **labels: str) -> list[di
 def test_failing_model_fires_ollama_down_inhibits_and_all_resolve(stack: Stack) -> None:
     prometheus, alertmanager = stack.alerting.prometheus, stack.alerting.alertmanager
     sink = stack.alerting.sink
-    base_url = stack.alerting.external_labels["runbook_base_url"]
+    base_url = RUNBOOK_BASE_URL
 
     # Warm-up: scraped, both targets up, every (scaled) rule evaluated without error.
     wait_for(

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from prometheus.runbook_links import RUNBOOK_BASE_URL, missing_links, rewrite, stale_files
 from tests.e2e.stack import (
     ALERTMANAGER_CONFIG,
     EXPORTER_JOB,
@@ -323,21 +324,36 @@ def test_every_alert_has_summary_description_and_runbook_link() -> None:
         for label in ALERT_LABELS[name] - {"slo", "uuid"}:
             assert f"$labels.{label}" in description, f"{name}: description lacks {label}"
         anchor = name.lower()
-        # One base URL, set once in prometheus.yml's external labels.
-        assert annotations.get("runbook_url") == (
-            f"{{{{ $externalLabels.runbook_base_url }}}}#{anchor}"
-        ), name
+        # A literal link from the one constant, to the alert's own section.
+        assert annotations.get("runbook_url") == f"{RUNBOOK_BASE_URL}#{anchor}", name
         assert anchor in anchors, f"docs/runbooks.md has no section for {name}"
 
 
-def test_the_runbook_base_url_is_set_in_one_place() -> None:
+def test_the_rule_files_runbook_links_are_current() -> None:
+    assert stale_files() == [], "run `python -m prometheus.runbook_links`"
+    assert RUNBOOK_BASE_URL.startswith("https://") and RUNBOOK_BASE_URL.endswith("runbooks.md")
+
+
+def test_no_alert_depends_on_an_external_label() -> None:
+    """An external label becomes a label of every alert: changing it re-pages everything that
+    fires, and a Prometheus without it renders broken links."""
     config = yaml.safe_load(PROMETHEUS_CONFIG.read_text(encoding="utf-8"))
-    base = config["global"]["external_labels"]["runbook_base_url"]
-    assert base.startswith("https://") and base.endswith("docs/runbooks.md")
+    assert "external_labels" not in config["global"]
     for path in rule_files():
-        assert "http" not in path.read_text(encoding="utf-8").replace(
-            "$externalLabels.runbook_base_url", ""
-        ), f"{path.name} hard-codes a URL"
+        assert "$externalLabels" not in path.read_text(encoding="utf-8"), path.name
+
+
+def test_the_links_are_rewritten_from_the_constant_and_can_be_rebased() -> None:
+    text = (RULES_DIR / "alerts.yml").read_text(encoding="utf-8")
+    moved = rewrite(text, "https://git.example.org/ops/runbooks.md")
+    rules = [r for g in yaml.safe_load(moved)["groups"] for r in g["rules"] if "alert" in r]
+    for rule in rules:
+        wanted = f"https://git.example.org/ops/runbooks.md#{rule['alert'].lower()}"
+        assert rule["annotations"]["runbook_url"] == wanted
+    # Everything but the links is kept as written, comments included.
+    assert moved.replace("https://git.example.org/ops/runbooks.md", RUNBOOK_BASE_URL) == text
+    assert missing_links(text) == []
+    assert missing_links("groups: [{name: g, rules: [{alert: A, expr: up}]}]") == ["A"]
 
 
 def test_the_shipped_prometheus_config_matches_the_compose_stack() -> None:
@@ -480,7 +496,7 @@ def test_derived_configs_keep_what_matters(tmp_path: Path) -> None:
     derived = derive_prometheus_config(
         exporters=["127.0.0.1:1"], alertmanager="127.0.0.1:2", rule_files=[tmp_path / "r.yml"]
     )
-    assert derived["global"]["external_labels"] == shipped["global"]["external_labels"]
+    assert derived["global"].get("external_labels") == shipped["global"].get("external_labels")
     assert [j["job_name"] for j in derived["scrape_configs"]] == [EXPORTER_JOB]
     manager = derive_alertmanager_config(webhook_url="http://127.0.0.1:3")
     shipped_manager = alertmanager_config()

@@ -232,8 +232,7 @@ def derive_prometheus_config(
     """The shipped prometheus.yml pointed at loopback addresses, with faster intervals.
 
     Only the exporter's job is kept (any other job would scrape a compose service that does not
-    exist here); its name, the external labels (runbook_base_url) and the alerting section's
-    shape stay as shipped.
+    exist here); its name, any external labels and the alerting section's shape stay as shipped.
     """
     config = read_yaml(shipped)
     settings = config.setdefault("global", {})
@@ -614,7 +613,6 @@ class AlertingStack:
     alertmanager: Alertmanager
     sink: WebhookSink
     scale: TimeScale
-    external_labels: dict[str, str]
 
     def logs(self) -> str:
         return "\n".join(
@@ -655,5 +653,4 @@ def alerting_stack(
             evaluation_interval=evaluation_interval,
         )
         prometheus = start_prometheus(workdir, config, stack)
-        labels = dict(config.get("global", {}).get("external_labels", {}))
-        yield AlertingStack(prometheus, alertmanager, sink, scale, labels)
+        yield AlertingStack(prometheus, alertmanager, sink, scale)
