@@ -26,6 +26,7 @@ from tests.e2e.stack import (
     AlertingStack,
     Alertmanager,
     Exporter,
+    ReceivedAlert,
     TimeScale,
     WebhookSink,
     alerting_stack,
@@ -220,6 +221,37 @@ def test_failing_model_fires_ollama_down_inhibits_and_all_resolve(stack: Stack) 
     # m1 on a never paged: its page alerts stayed quiet during the outage and after it. (Its
     # latency ticket may now be notified: the outage did spend budget.)
     assert not [a for a in sink.alerts() if a.matches(target="a", model=M1, severity="page")]
+
+    # 4. Quiet afterwards: for 60 more probes of target a (an hour at this scale, past every
+    # page's hold and short window), nothing pages again.
+    resolved_at = time.monotonic()
+    probes_of_a = 'sum(ollama_probes_total{target="a"})'
+    start = number(prometheus.query(probes_of_a))
+    wait_for(
+        lambda: number(prometheus.query(probes_of_a)) >= start + 60,
+        timeout=3 * PHASE_TIMEOUT,
+        what="60 more probes of target a",
+    )
+    late = [a for a in pages(sink) if a.received_at >= resolved_at]
+    assert late == [], "paged again after recovery"
+    # One page per fault, over the whole run: the outage paged once, and each model failing
+    # every probe paged as OllamaProbeFailing alone, never also on its latency budget.
+    assert len([a for a in pages(sink) if a.matches(alertname="OllamaDown", target="a")]) == 1
+    for target, model in (("a", M2), ("b", M1)):
+        paged = [
+            a.labels["alertname"] for a in pages(sink) if a.matches(target=target, model=model)
+        ]
+        assert paged == ["OllamaProbeFailing"], (target, model, paged)
+
+
+def number(vector: list[dict[str, Any]]) -> float:
+    """The value of a one-sample instant vector (0 when it is empty)."""
+    return float(vector[0]["value"][1]) if vector else 0.0
+
+
+def pages(sink: WebhookSink) -> list[ReceivedAlert]:
+    """Every firing alert notified to the page receiver so far."""
+    return [a for a in sink.alerts() if a.status == "firing" and a.receiver == "page"]
 
 
 # --- Alertmanager alone: routing and inhibition of the shipped config, alerts posted by hand ---
