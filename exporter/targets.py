@@ -78,9 +78,8 @@ class Target:
         except OllamaApiError as exc:
             error = self.redact(str(exc))
             if self.listing_error is None:  # said once per outage, not at every retry
-                log.warning(
-                    "target %s: model listing failed, keeping the last one: %s", self.name, error
-                )
+                kept = ", keeping the last one" if self._listed is not None else ""
+                log.warning("target %s: model listing failed%s: %s", self.name, kept, error)
             self.listing_error = error
             if self.inventory is None:  # configured models get their jobs all the same
                 self._select_from_last(config, timeout, "listing")

@@ -377,7 +377,7 @@ def test_probe_exits_1_when_a_check_fails(tmp_path: Path, double: OllamaDouble) 
 
 def listing_error(stderr: str) -> str:
     """The reason the exporter's own log gave for the failed listing."""
-    found = re.search(r"target local: model listing failed, keeping the last one: (.+)", stderr)
+    found = re.search(r"target local: model listing failed: (.+)", stderr)
     assert found, stderr
     return found.group(1)
 
