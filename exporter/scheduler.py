@@ -183,10 +183,6 @@ class ProbeScheduler:
         finally:
             self._scheduler.resume()
 
-    def job_keys(self) -> set[JobKey]:
-        with self._lock:
-            return {spec.key for spec in self._specs.values()}
-
     def ready(self) -> bool:
         """True once start-up is over (see exporter.readiness)."""
         with self._lock:
