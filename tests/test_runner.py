@@ -385,6 +385,17 @@ def _text(body: dict[str, Any], api: str) -> str:
     return str(body["prompt"])
 
 
+def rig_with_token(double: OllamaDouble, clients: Any, prompt: dict[str, Any]) -> Rig:
+    """A rig whose target sends a bearer token (s3cret), which must never be shown."""
+    return Rig(
+        double,
+        clients,
+        prompts=[prompt],
+        target={"headers": {"Authorization": "Bearer ${OLLAMA_TOKEN}"}},
+        environ={"OLLAMA_TOKEN": "s3cret"},
+    )
+
+
 def test_prompt_options_think_and_target_headers_are_sent(
     double: OllamaDouble, clients: Any
 ) -> None:
@@ -394,13 +405,7 @@ def test_prompt_options_think_and_target_headers_are_sent(
         "think": False,
         "options": {"temperature": 0, "seed": 42, "num_predict": 3},
     }
-    rig = Rig(
-        double,
-        clients,
-        prompts=[prompt],
-        target={"headers": {"Authorization": "Bearer ${OLLAMA_TOKEN}"}},
-        environ={"OLLAMA_TOKEN": "s3cret"},
-    )
+    rig = rig_with_token(double, clients, prompt)
     result = rig.probe(WARM, "short")
     [record] = double.requests("/api/chat")
     assert record.body is not None
@@ -447,13 +452,7 @@ def test_a_failed_check_is_logged_with_its_names_and_an_excerpt_of_the_answer(
     answer = "Avocados are green.\nBearer s3cret leaked. " + "x" * 300 + " TAIL"
     double.set_models([ModelScript(WARM, answer=answer, resident=True)])
     prompt = AVOCADO | {"checks": {"min_words": 2, "contains_any": ["durian"], "regex": "^Z"}}
-    rig = Rig(
-        double,
-        clients,
-        prompts=[prompt],
-        target={"headers": {"Authorization": "Bearer ${OLLAMA_TOKEN}"}},
-        environ={"OLLAMA_TOKEN": "s3cret"},
-    )
+    rig = rig_with_token(double, clients, prompt)
     with caplog.at_level(logging.WARNING, logger="exporter.runner"):
         result = rig.probe(WARM)
     assert result.checks == {"min_words": True, "contains_any": False, "regex": False}
