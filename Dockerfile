@@ -12,9 +12,13 @@ COPY exporter/ ./exporter/
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM ${PYTHON_IMAGE}
+# One malloc arena and no per-thread caches of freed chunks keep the resident size flat under
+# many probe threads (benches/findings.md, "Allocator settings"); remove them to get glibc's defaults.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    MALLOC_ARENA_MAX=1 \
+    GLIBC_TUNABLES=glibc.malloc.tcache_count=0
 RUN --mount=type=bind,from=build,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-index --find-links=/wheels ollama-probe-exporter \
     && groupadd --system --gid 10001 exporter \

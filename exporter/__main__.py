@@ -1,3 +1,3 @@
-from exporter.launch import main
+from exporter.cli import main
 
-main()
+raise SystemExit(main())

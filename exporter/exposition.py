@@ -23,7 +23,6 @@ from prometheus_client import (
 )
 from prometheus_client.registry import Collector
 
-from exporter.memory import release_free_memory
 from exporter.metrics import ProbeMetrics
 from exporter.ollama import ListedModel, RunningModel
 from exporter.results import JobKey, ProbeResult, ProbeSkip
@@ -167,8 +166,6 @@ class Exposition:
                 text = b"".join([*self.probes.parts(), self._registry_text()])
                 self._cache = _Cached(self._version, text)
             cache = self._cache
-        if rebuilt:
-            release_free_memory()  # the previous text and its gzip were just freed
         live = generate_latest(self._live)
         if not gzipped:
             return (cache.text, live)

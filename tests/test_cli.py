@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import platform
 import re
 import signal
 import subprocess
@@ -27,7 +26,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import __version__
 from exporter.cli import main
-from exporter.memory import TUNABLES
 from tests.exporter_process import (
     REPO,
     ExporterProcess,
@@ -775,19 +773,6 @@ def test_reload_drops_removed_series_and_keeps_counting(
         assert seen[-1][0] > before[0]
         assert not has_prompt(final, "drop")
         assert "configuration reloaded" in exporter.stderr
-
-
-@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's tunables")
-def test_the_exporter_serves_with_glibcs_per_thread_cache_off(
-    tmp_path: Path, solo: OllamaDouble
-) -> None:
-    config = write_config(tmp_path / "c.yaml", solo.url, prompts_yaml("keep"), FAST_PROBE)
-    env = {k: v for k, v in exporter_env().items() if k != "GLIBC_TUNABLES"}
-    with ExporterProcess(config, env=env) as exporter:
-        exporter.wait_ready()
-        # The process started is the one serving: the restart kept its PID.
-        environ = Path(f"/proc/{exporter.proc.pid}/environ").read_bytes().split(b"\0")
-    assert f"GLIBC_TUNABLES={TUNABLES}".encode() in environ
 
 
 def test_a_probe_in_flight_during_reload_does_not_bring_back_removed_series(
