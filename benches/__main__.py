@@ -26,7 +26,6 @@ from typing import Any
 
 from benches import common, cost_to_ollama, fidelity, footprint, scheduler, scrape_cost
 from benches.report import render
-from exporter.memory import restart_with_tunables, tune_allocator
 
 BENCHES: dict[str, ModuleType] = {
     "fidelity": fidelity,
@@ -153,8 +152,4 @@ def main(argv: list[str] | None = None, write: Callable[[str], Any] = sys.stdout
 
 
 if __name__ == "__main__":
-    # The fidelity and scrape-cost benchmarks run the exporter's code in this process: under
-    # the allocator settings the exporter's entry point makes (exporter.launch, exporter.cli).
-    restart_with_tunables()
-    tune_allocator()
     sys.exit(main())

@@ -136,7 +136,7 @@ def summary_ms(s: Summary, digits: int = 3) -> str:
 
 
 # --- machine -----------------------------------------------------------------------------------
-ALLOCATOR_VARIABLES = ("PYTHONMALLOC", "GLIBC_TUNABLES")
+ALLOCATOR_VARIABLES = ("PYTHONMALLOC", "MALLOC_ARENA_MAX", "GLIBC_TUNABLES")
 
 
 def machine() -> dict[str, str]:

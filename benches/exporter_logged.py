@@ -11,10 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from exporter.memory import restart_with_tunables
-
 if __name__ == "__main__":
-    restart_with_tunables()  # as the exporter's entry point (exporter.launch) does
     from exporter.cli import main
 
     # A child logger with its own level outlives the CLI muting the "apscheduler" parent.

@@ -2,25 +2,20 @@
 
 Benchmarks are not timed tests, so nothing here checks a target; the numbers of a quick run on
 a busy CI machine mean nothing. What must hold: `benches/run --quick` exits 0, every benchmark
-produces its figures without raising, and RESULTS.md is written with every section.
+produces its figures without raising, and RESULTS.md is written with every section. The
+benchmarks run as a subprocess: tests never import benches (the benchmarks' own checks live in
+benches/test_benches.py).
 """
 
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
-
-from benches import fidelity
-from benches.common import PAGE, Section, Summary, quantile, read_anon, slope_with_error
-from benches.scheduler import match_plans
-from exporter.memory import TUNABLES
 
 REPO = Path(__file__).resolve().parent.parent
 EXPECTED = {
@@ -69,65 +64,5 @@ def test_each_benchmark_reports_its_figures(quick_run: Path, name: str) -> None:
 def test_results_file_has_every_section(quick_run: Path) -> None:
     text = (quick_run / "RESULTS.md").read_text()
     assert "## Machine and run" in text and "benches/run --quick" in text
-    # The in-process benchmarks ran under the exporter's allocator settings (its restart).
-    allocator = [line for line in text.splitlines() if line.startswith("| allocator |")]
-    assert len(allocator) == 1 and f"GLIBC_TUNABLES={TUNABLES}" in allocator[0], allocator
     for name in EXPECTED:
         assert f"(`{name}`)" in text
-
-
-def test_statistics_helpers() -> None:
-    values = [float(v) for v in range(1, 101)]
-    assert quantile(values, 0.99) == 99.0  # nearest rank, no interpolation
-    assert Summary.of(values).median == 50.5
-    slope, error = slope_with_error([(t * 60.0, 2.0 * t) for t in range(10)])
-    assert slope == pytest.approx(120.0) and error == pytest.approx(0.0, abs=1e-9)
-
-
-def test_fidelity_counts_the_gaps_past_the_p99_limit() -> None:
-    # 3 of 200 gaps past 5 ms: the p99 (the 198th smallest) is one of them, so the verdict fails.
-    tail = [0.0051, 0.006, 0.02]
-    gaps = fidelity.Gaps(total=[0.0004] * 197 + tail, ttft=[0.0004] * 199 + [0.02])
-    section = Section("fidelity", "fidelity", "full")
-    fidelity._judge(section, "4 targets at once", gaps)
-    total, ttft = section.figures
-    assert total.value.endswith("; 3 over 5 ms") and total.ok is False, total
-    assert ttft.value.endswith("; 1 over 5 ms") and ttft.ok is True, ttft
-
-
-def test_anonymous_memory_counts_reserved_and_touched_pages_apart() -> None:
-    size = 64 * 2**20
-    before = read_anon(os.getpid())
-    with mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE) as block:
-        reserved = read_anon(os.getpid())
-        for offset in range(0, size, PAGE):
-            block[offset] = 1
-        touched = read_anon(os.getpid())
-    slack = 4 * 2**20  # whatever else the interpreter allocates or frees meanwhile
-    assert abs(reserved.mapped_bytes - before.mapped_bytes - size) < slack
-    assert abs(reserved.resident_bytes - before.resident_bytes) < slack
-    assert abs(touched.resident_bytes - before.resident_bytes - size) < slack
-
-
-def test_anonymous_memory_leaves_thread_stacks_out() -> None:
-    stack = 32 * 2**20
-    release = threading.Event()
-    before = read_anon(os.getpid())
-    previous = threading.stack_size(stack)
-    try:
-        waiter = threading.Thread(target=release.wait)
-        waiter.start()
-    finally:
-        threading.stack_size(previous)
-    try:
-        during = read_anon(os.getpid())
-    finally:
-        release.set()
-        waiter.join()
-    assert during.mapped_bytes - before.mapped_bytes < stack // 4
-
-
-def test_plans_are_matched_to_the_job_whose_requests_follow_them() -> None:
-    plans = {"0xa": [0.0, 61.0, 125.0], "0xb": [0.0, 63.0, 122.0]}
-    receipts = {(0, "m", "p"): [0.01, 63.02, 122.01], (1, "m", "p"): [0.02, 61.01, 125.03]}
-    assert match_plans(plans, receipts) == {"0xa": (1, "m", "p"), "0xb": (0, "m", "p")}
