@@ -20,7 +20,7 @@ from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
 from prometheus_client.registry import Collector
 
 from exporter import __version__
-from exporter.config import CONFIG_ENV, Config, ConfigError, load_config
+from exporter.config import CONFIG_ENV, Config, load_config
 from exporter.exposition import Exposition
 from exporter.gpu import DisabledGpuReader, GpuReader, NvmlReader
 from exporter.gpu_collector import GpuCollector
@@ -28,6 +28,7 @@ from exporter.report import format_json, format_table, run_round
 from exporter.server import App, HttpServer
 from exporter.service import Service
 from exporter.status import render_status, snapshot_of
+from exporter.validation import ConfigError
 from exporter.webconfig import WebAccessConfig, load_web_config
 
 log = logging.getLogger("exporter")

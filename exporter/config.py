@@ -17,12 +17,20 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BeforeValidator, Field, ValidationError
 
 from exporter.ollama_options import KNOWN_OPTIONS, LOAD_TIME_OPTIONS, typo_of
 from exporter.redact import url_without_credentials
-from exporter.validation import INVALID, Schema, field_value, problems_of, shown
+from exporter.validation import (
+    INVALID,
+    ConfigError,
+    Schema,
+    StrictModel,
+    field_value,
+    problems_of,
+    read_yaml,
+    shown,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +70,7 @@ def parse_duration(value: object) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class TargetConfig(_Strict):
+class TargetConfig(StrictModel):
     name: str = Field(min_length=1)
     url: str
     headers: dict[str, str] = {}
@@ -89,7 +93,7 @@ class TargetConfig(_Strict):
         )
 
 
-class ChecksConfig(_Strict):
+class ChecksConfig(StrictModel):
     min_words: int | None = Field(default=None, ge=1)
     contains_any: list[str] = []
     regex: str | None = None
@@ -123,7 +127,7 @@ def _keep_alive(value: object) -> object:
 KeepAlive = Annotated[Any, BeforeValidator(_keep_alive)]
 
 
-class PromptConfig(_Strict):
+class PromptConfig(StrictModel):
     id: str = Field(pattern=r"^[a-z0-9_]+$")
     text: str = Field(min_length=1)
     api: Literal["chat", "generate"] = "chat"
@@ -134,7 +138,7 @@ class PromptConfig(_Strict):
     checks: ChecksConfig = ChecksConfig()
 
 
-class ProbeConfig(_Strict):
+class ProbeConfig(StrictModel):
     interval: Duration = 300.0
     timeout: Duration = 120.0
     health_interval: Duration = 15.0
@@ -147,11 +151,11 @@ class ProbeConfig(_Strict):
     max_response_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
 
 
-class GpuConfig(_Strict):
+class GpuConfig(StrictModel):
     enabled: Literal[True, False, "auto"] = "auto"
 
 
-class WebConfig(_Strict):
+class WebConfig(StrictModel):
     listen_address: str = DEFAULT_LISTEN_ADDRESS
 
 
@@ -170,7 +174,7 @@ AVOCADO_PROMPT = PromptConfig(
 )
 
 
-class Config(_Strict):
+class Config(StrictModel):
     targets: list[TargetConfig] = Field(default_factory=lambda: [default_target()])
     models: list[str] = []
     exclude_models: list[str] = []
@@ -224,29 +228,12 @@ def normalise_url(raw: str) -> str:
     return f"{scheme}://{host}:{port}{parts.path.rstrip('/')}"
 
 
-class ConfigError(Exception):
-    """A configuration that cannot be used; the message lists every problem found."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        self.source = source
-        self.problems = problems
-        lines = "\n".join(f"  {source}: {p}" for p in problems)
-        super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
-
-
 def load_config(path: str | Path | None, environ: Mapping[str, str] | None = None) -> Config:
     """Load, validate and resolve a config file; None gives the embedded defaults."""
     env = os.environ if environ is None else environ
     if path is None:
         return Config(targets=[default_target(env)])
-    source = str(path)
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(source, [f"cannot read file: {exc.strerror or exc}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"not valid YAML: {_yaml_problem(exc)}"]) from None
-    return parse_config(data, source, env)
+    return parse_config(read_yaml(path), str(path), env)
 
 
 def parse_config(data: object, source: str, environ: Mapping[str, str]) -> Config:
@@ -275,12 +262,6 @@ def parse_config(data: object, source: str, environ: Mapping[str, str]) -> Confi
     config = _resolve_headers(config, environ)
     _warn_about_options(config, source)
     return config
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or str(exc)
-    return f"{problem} (line {mark.line + 1})" if mark is not None else str(problem)
 
 
 def semantic_problems(data: Mapping[str, Any], environ: Mapping[str, str]) -> list[str]:

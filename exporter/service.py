@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from exporter.config import Config, ConfigError, TargetConfig, load_config
+from exporter.config import Config, TargetConfig, load_config
 from exporter.exposition import Exposition
 from exporter.gpu import DisabledGpuReader, GpuReader
 from exporter.results import ResultStore
 from exporter.runner import ProbeRunner
 from exporter.scheduler import ProbeScheduler
 from exporter.targets import Target, http_clients
+from exporter.validation import ConfigError
 
 log = logging.getLogger(__name__)
 

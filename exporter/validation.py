@@ -11,9 +11,11 @@ import difflib
 import functools
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, Final, Union, get_args, get_origin
 
+import yaml
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic_core import ErrorDetails
 
@@ -40,6 +42,39 @@ _PROBLEMS = {
     "string_too_short": "is too short: at least {min_length} character(s)",
     "string_pattern_mismatch": "does not match the pattern {pattern}",
 }
+
+
+class StrictModel(BaseModel):
+    """The base of every config model: unknown keys and coerced types are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; the message lists every problem found."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  {source}: {p}" for p in problems)
+        super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+def read_yaml(path: str | Path) -> object:
+    """A config file's parsed YAML; ConfigError naming the file when it cannot be read or parsed."""
+    source = str(path)
+    try:
+        return yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(source, [f"cannot read file: {exc.strerror or exc}"]) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, [f"not valid YAML: {_yaml_problem(exc)}"]) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return f"{problem} (line {mark.line + 1})" if mark is not None else str(problem)
 
 
 @dataclass(frozen=True)

@@ -24,25 +24,28 @@ from pathlib import Path
 from typing import Any, Literal
 
 import bcrypt
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-from exporter.config import ConfigError
-from exporter.validation import INVALID, Schema, at, field_value, problems_of
+from exporter.validation import (
+    INVALID,
+    ConfigError,
+    Schema,
+    StrictModel,
+    at,
+    field_value,
+    problems_of,
+    read_yaml,
+)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
-class TlsServerConfig(_Strict):
+class TlsServerConfig(StrictModel):
     cert_file: str
     key_file: str
     client_ca_file: str | None = None
     client_auth_type: Literal["NoClientCert", "RequireAndVerifyClientCert"] = "NoClientCert"
 
 
-class WebAccessConfig(_Strict):
+class WebAccessConfig(StrictModel):
     tls_server_config: TlsServerConfig | None = None
     basic_auth_users: dict[str, str] = {}
 
@@ -56,12 +59,7 @@ _BCRYPT = re.compile(r"\$2[aby]\$(0[4-9]|[12][0-9]|3[01])\$[./A-Za-z0-9]{53}")
 def load_web_config(path: str | Path) -> WebAccessConfig:
     """Load and validate a web config file; paths inside it are relative to the file."""
     source = str(path)
-    try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(source, [f"cannot read file: {exc.strerror or exc}"]) from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(source, [f"not valid YAML: {exc}"]) from None
+    data = read_yaml(path) or {}
     config: WebAccessConfig | None = None
     try:
         config = WebAccessConfig.model_validate(data)

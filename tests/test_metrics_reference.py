@@ -1,9 +1,10 @@
 """The probe series' own rendering against stock prometheus_client holding the same series.
 
 exporter.metrics keeps plain per-job state and re-renders only the jobs that changed; stock
-prometheus_client objects (tests/stock_rendering.py, also the scrape-cost benchmark's baseline) are the reference. The
-same writes go to both, and after every write the two texts must carry the same family headers in
-the same order and the same sample lines, so a stale per-job cache or an escaping slip shows.
+prometheus_client objects (tests/stock_rendering.py, also the scrape-cost benchmark's baseline)
+are the reference. The same writes go to both, and after every write the two texts must carry
+the same family headers in the same order and the same sample lines, so a stale per-job cache
+or an escaping slip shows.
 """
 
 from __future__ import annotations
@@ -18,12 +19,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from tests.stock_rendering import StockProbeMetrics
 from exporter.exposition import Exposition
 from exporter.gpu import ProbeGpuUsage
 from exporter.metrics import ProbeMetrics
 from exporter.probe import ProbeOutcome, Reason, ServerTimings
 from exporter.results import JobKey, ProbeResult, ProbeSkip
+from tests.stock_rendering import StockProbeMetrics
 
 HOSTILE = ('quote"d', "back\\slash", "new\nline", "zażółć:7b", "🥑", "", "a,b=c}")
 CHECKS = ("min_words", "contains_any", "language")

@@ -14,9 +14,9 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporter.config import ConfigError
 from exporter.server import App, HttpServer, exposure_warning
 from exporter.service import ReloadOutcome
+from exporter.validation import ConfigError
 from exporter.webconfig import TlsServerConfig, WebAccessConfig, load_web_config
 
 PASSWORD = "correct horse 8c1f"
