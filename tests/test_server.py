@@ -75,7 +75,7 @@ def fake(shared_fake: FakeApp) -> FakeApp:
 
 @pytest.fixture(scope="module")
 def server(shared_fake: FakeApp) -> Iterator[HttpServer]:
-    # One server for the module: stopping one waits up to serve_forever's 0.5 s poll.
+    # One server for the module: stopping one waits up to its serve_forever poll (0.1 s).
     running = HttpServer("127.0.0.1:0", shared_fake.app()).start()
     try:
         yield running
