@@ -1,6 +1,6 @@
 """`benches/run` (python -m benches): run the benchmarks and write RESULTS.md.
 
-    benches/run                      full run (~1 h), writes benches/RESULTS.md
+    benches/run                      full run (~1.5 h), writes benches/RESULTS.md
     benches/run --quick              tiny sizes, seconds; prints the report
     benches/run --only footprint     one benchmark; the others keep their last results
     benches/run --render-only        rewrite RESULTS.md from benches/results/*.json
