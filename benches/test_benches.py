@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import mmap
-import os
-import threading
-
 import pytest
 
 from benches import fidelity
-from benches.common import PAGE, Section, Summary, quantile, read_anon, slope_with_error
+from benches.common import Section, Summary, quantile, slope_with_error
 from benches.scheduler import match_plans
 
 
@@ -30,38 +26,6 @@ def test_fidelity_counts_the_gaps_past_the_p99_limit() -> None:
     total, ttft = section.figures
     assert total.value.endswith("; 3 over 5 ms") and total.ok is False, total
     assert ttft.value.endswith("; 1 over 5 ms") and ttft.ok is True, ttft
-
-
-def test_anonymous_memory_counts_reserved_and_touched_pages_apart() -> None:
-    size = 64 * 2**20
-    before = read_anon(os.getpid())
-    with mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE) as block:
-        reserved = read_anon(os.getpid())
-        for offset in range(0, size, PAGE):
-            block[offset] = 1
-        touched = read_anon(os.getpid())
-    slack = 4 * 2**20  # whatever else the interpreter allocates or frees meanwhile
-    assert abs(reserved.mapped_bytes - before.mapped_bytes - size) < slack
-    assert abs(reserved.resident_bytes - before.resident_bytes) < slack
-    assert abs(touched.resident_bytes - before.resident_bytes - size) < slack
-
-
-def test_anonymous_memory_leaves_thread_stacks_out() -> None:
-    stack = 32 * 2**20
-    release = threading.Event()
-    before = read_anon(os.getpid())
-    previous = threading.stack_size(stack)
-    try:
-        waiter = threading.Thread(target=release.wait)
-        waiter.start()
-    finally:
-        threading.stack_size(previous)
-    try:
-        during = read_anon(os.getpid())
-    finally:
-        release.set()
-        waiter.join()
-    assert during.mapped_bytes - before.mapped_bytes < stack // 4
 
 
 def test_plans_are_matched_to_the_job_whose_requests_follow_them() -> None:

@@ -349,40 +349,6 @@ def _run_with_standin(config: Mapping[str, object] | None) -> Any:
     return json.loads(done.stdout)
 
 
-def test_standin_defaults_when_imported_as_pynvml() -> None:
-    result = _run_with_standin(None)
-
-    assert Path(str(result["module"])).resolve() == STANDIN_DIR / "pynvml.py"
-    first, second = result["snapshots"]
-    assert first["up"] and [d["uuid"] for d in first["devices"]] == [UUID0, UUID1]
-    assert first["devices"][0]["processes"][0]["pid"] > 0
-    assert first["devices"][0]["utilization_ratio"] != second["devices"][0]["utilization_ratio"]
-
-
-def test_standin_reads_json_config_from_environment() -> None:
-    config = {
-        "driver_version": "1.2.3",
-        "field_errors": {"0": {"nvmlDeviceGetPowerUsage": "NotSupported"}},
-        "devices": [
-            {
-                "uuid": "GPU-env",
-                "memory_used": 1024,
-                "processes": [{"pid": "self", "used_memory": 512, "name": "ollama"}],
-            }
-        ],
-    }
-
-    snapshot, _ = _run_with_standin(config)["snapshots"]
-
-    (device,) = snapshot["devices"]
-    assert (device["uuid"], device["driver_version"], device["power_watts"]) == (
-        "GPU-env",
-        "1.2.3",
-        None,
-    )
-    assert device["processes"][0]["name"] == "ollama"
-
-
 # --- GpuCollector -----------------------------------------------------------------------------
 
 

@@ -22,13 +22,11 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-import pytest
 import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.exporter_process import REPO, Samples, exporter_env, parse_samples, trusting, value
-from tests.fakes.ollama_double import ModelScript, OllamaDouble
+from tests.exporter_process import REPO, Samples, exporter_env, parse_samples, value
+from tests.fakes.ollama_double import OllamaDouble
 
 # --- ports -----------------------------------------------------------------------------------
 
@@ -299,24 +297,6 @@ def test_cumulative_keeps_counters_and_histograms_only() -> None:
         "h_count",
         "h_sum",
     ]
-
-
-def test_tls_proxy_relays_and_a_rotation_changes_the_certificate(tmp_path: Path) -> None:
-    pki = make_pki(tmp_path)
-    with OllamaDouble([ModelScript("ok:1b")]) as double:
-        proxy = TlsProxy(double.port, pki.server_context())
-        try:
-            url = f"https://127.0.0.1:{proxy.port}/api/version"
-            with httpx.Client(verify=trusting(pki.ca_file), trust_env=False) as client:
-                assert client.get(url).json() == {"version": double.version}
-            proxy.context = self_signed_context(trustme.CA())
-            with (
-                httpx.Client(verify=trusting(pki.ca_file), trust_env=False) as client,
-                pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"),
-            ):
-                client.get(url)
-        finally:
-            proxy.stop()
 
 
 @contextlib.contextmanager

@@ -16,7 +16,7 @@ import pytest
 
 from exporter.config import parse_config
 from exporter.exposition import Exposition
-from exporter.health import HealthTracker, TargetHealth, duration_text
+from exporter.health import HealthTracker, duration_text
 from exporter.targets import Target
 from tests.fakes.ollama_double import ModelScript, OllamaDouble
 
@@ -44,16 +44,12 @@ def caplog_info(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 # --- the tracker ------------------------------------------------------------------------------
 
 
-def test_unknown_until_the_first_check() -> None:
-    assert HealthTracker("local").snapshot() == TargetHealth()
-    assert TargetHealth().up is None
-
-
 def test_first_check_up_logs_one_info_line_with_the_version(
     caplog_info: pytest.LogCaptureFixture,
 ) -> None:
     clock = Clock()
     tracker = HealthTracker("local", clock)
+    assert tracker.snapshot().up is None  # unknown until the first check
     tracker.checked("0.32.15")
     clock.now += 15
     tracker.checked("0.32.15")

@@ -16,11 +16,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from exporter.probe import ProbeOutcome, Reason
-from exporter.results import FailureStreak, JobKey, JobState, ProbeResult
 from exporter.server import CONTENT_TYPE_METRICS, App, HttpServer, parse_listen_address
 from exporter.service import ReloadOutcome
-from exporter.status import StatusSnapshot, render_status
 
 METRICS_TEXT = b'# HELP fake_metric A fake.\n# TYPE fake_metric gauge\nfake_metric{a="b"} 1.0\n'
 STATUS_HTML = "<!doctype html><html><body>status page</body></html>\n"
@@ -312,29 +309,3 @@ def test_a_non_loopback_address_logs_a_warning(
 # What the page shows is tested in test_status.py; here only that the server sends it as it is.
 
 SCRIPT = "<script>alert('x')</script>"
-
-
-def test_status_page_through_the_server(fake: FakeApp) -> None:
-    key = JobKey("local", SCRIPT, "liveness")
-    result = ProbeResult(
-        key=key,
-        outcome=ProbeOutcome(reason=Reason.TIMEOUT, detail=SCRIPT, duration_s=120.0),
-        finished_at=0.0,
-        interval_s=300.0,
-    )
-    page = render_status(StatusSnapshot(10.0, [], {key: JobState(result, FailureStreak(1, 0.0))}))
-    app = App(
-        metrics=fake.metrics,
-        waiting_for=fake.waiting_for,
-        reload=fake.reload,
-        status_page=lambda: page,
-    )
-    running = HttpServer("127.0.0.1:0", app).start()
-    try:
-        served = httpx.get(f"http://127.0.0.1:{running.port}/", timeout=5.0).text
-    finally:
-        running.stop()
-    assert served == page
-    assert SCRIPT not in served
-    assert "&lt;script&gt;" in served
-    assert '<b class="reason">timeout</b>' in served
