@@ -1,21 +1,22 @@
 """The /metrics text: probe and per-target series built from state, plus live readings.
 
-Nothing pushes series into the exposition; it reads three sources at scrape time:
+Apart from the scheduler's pacing series (below), nothing pushes series into the exposition;
+it reads three sources at scrape time:
 
 - the ResultStore (exporter.results), the record of the open probe jobs and their tallies: the
   probe series (exporter.probe_series) are rendered from it, each job's lines kept with the
   version of the tally they came from, so a scrape renders again only the jobs whose tally
-  changed and forgets the jobs that were closed;
+  changed and forgets the jobs that were closed, and sends the text as one block per family;
 - the live targets (a callable, Service.targets in the exporter): their health, inventory and
   residency give the per-target series (exporter.target_series), and with the configuration's
   load state the exporter's own series (exporter.exporter_series). That text is kept until a
   target's version, the load state or the pacing series change;
 - process and NVML readings, which are cheap and describe "now", collected at every scrape.
 
-The scheduler's pacing series (lag, queue wait, duty, stretch) are the one exception: it still
-pushes them through scheduling_lag() and duty(), and they are kept only for live targets.
-So a job's or a target's series exist exactly while the job or target does, a scrape's cost
-does not grow with probe time, and a scrape never waits for a probe in flight.
+The scheduler still pushes its pacing series (lag, queue wait, duty, stretch) through
+scheduling_lag() and duty(); they are kept only for live targets. So a job's or a target's
+series exist exactly while the job or target does, a scrape's cost does not grow with probe
+time, and a scrape never waits for a probe in flight.
 """
 
 from __future__ import annotations
