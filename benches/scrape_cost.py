@@ -1,9 +1,11 @@
-"""Scrape cost against size: the exporter's cached Exposition vs stock prometheus_client.
+"""Scrape cost against size: the exporter's Exposition vs stock prometheus_client.
 
-For each label-set size (targets x models x prompts) the same writes go to two places:
-the exporter's Exposition and a baseline made of the exporter's own metric classes (stock
-Counter/Gauge/Histogram objects) in a fresh CollectorRegistry, rendered with generate_latest
-on every scrape, as a plain prometheus_client exporter would. Both carry the same live
+For each label-set size (targets x models x prompts) the same history goes to two places: the
+exporter's state (jobs and results in its ResultStore, Targets' health checks, listings and
+/api/ps readings, the scheduler's pacing pushes), which its Exposition renders, and a baseline
+of stock Counter/Gauge/Histogram objects (tests/stock_rendering.py) in a fresh CollectorRegistry,
+written to as things happen and rendered with generate_latest on every scrape, as a plain
+prometheus_client exporter would. Both carry the same live
 collectors (process, platform, one fixed GPU). The texts are checked identical (bar the
 process readings), then rendered alternately so machine noise hits both alike.
 """
@@ -36,12 +38,12 @@ from exporter.gpu import GpuDevice, GpuProcess, GpuSnapshot, ProbeGpuUsage
 from exporter.gpu_collector import GpuCollector
 from exporter.ollama import ListedModel, RunningModel
 from exporter.probe import ProbeOutcome, ProbeRequest, Reason, ServerTimings, Watchdog, run_probe
-from exporter.results import JobKey, ProbeResult
+from exporter.results import JobKey, ProbeResult, ResultStore
 from exporter.server import App, HttpServer
-from exporter.server_metrics import ExporterMetrics, ServerMetrics
 from exporter.service import ReloadOutcome
-from exporter.targets import http_clients
-from tests.stock_rendering import StockProbeMetrics
+from exporter.targets import Target, http_clients
+from tests.fakes.static_target import StaticTarget
+from tests.stock_rendering import StockExporterMetrics, StockProbeMetrics, StockTargetMetrics
 
 SPEEDUP_TARGET = 50.0  # the issue's bound for every speed-up row, the stale render's included
 SCRAPE_INTERVAL_S = 15.0  # Prometheus' usual scrape interval
@@ -118,7 +120,7 @@ def live_collectors() -> list[Collector]:
 
 
 class Writer(Protocol):
-    """The writer methods the scheduler, runner and health checks call on the Exposition."""
+    """What happens in a running exporter, as each contender takes it in."""
 
     def register_target(self, target: str) -> None: ...
     def register_job(self, key: JobKey, checks: tuple[str, ...]) -> None: ...
@@ -132,14 +134,54 @@ class Writer(Protocol):
     def duty(self, target: str, duty: float, stretch: float) -> None: ...
 
 
+class Exporter:
+    """The exporter's way: state owned where it arises, rendered by its Exposition."""
+
+    def __init__(self) -> None:
+        self.store = ResultStore()
+        self.targets: dict[str, StaticTarget] = {}
+        self.exposition = Exposition(
+            self.store, self.live_targets, live_collectors=live_collectors()
+        )
+
+    def live_targets(self) -> list[Target]:
+        return [t.target for t in self.targets.values()]
+
+    def register_target(self, target: str) -> None:
+        self.targets[target] = StaticTarget(target)
+
+    def register_job(self, key: JobKey, checks: tuple[str, ...]) -> None:
+        self.store.open(key, checks)
+
+    def health(self, target: str, version: str | None) -> None:
+        self.targets[target].health(version)
+
+    def inventory(self, target: str, models: dict[str, ListedModel], dropped: int) -> None:
+        assert dropped == 0, "a static target drops models only beyond max_models"
+        self.targets[target].inventory(list(models.values()))
+
+    def residency(self, target: str, known: list[str], resident: dict[str, RunningModel]) -> None:
+        assert known == sorted(self.targets[target].target.inventory.models)  # type: ignore[union-attr]
+        self.targets[target].residency(list(resident.values()))
+
+    def observe(self, result: ProbeResult) -> None:
+        self.store.record(result)
+
+    def schedule(self, target: str, lag_s: float, queue_wait_s: float) -> None:
+        self.exposition.scheduling_lag(target, lag_s, queue_wait_s)
+
+    def duty(self, target: str, duty: float, stretch: float) -> None:
+        self.exposition.duty(target, duty, stretch)
+
+
 class Baseline:
     """The same series as stock prometheus_client objects, rendered from scratch every scrape."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.probes = StockProbeMetrics(self.registry)
-        self.servers = ServerMetrics(self.registry)
-        self.exporter = ExporterMetrics(self.registry)
+        self.servers = StockTargetMetrics(self.registry)
+        self.exporter = StockExporterMetrics(self.registry)
         for collector in live_collectors():
             self.registry.register(collector)
 
@@ -268,10 +310,10 @@ CHEAP = ("exporter",)  # cached: many samples per baseline render
 
 
 def _contenders() -> dict[str, Contender]:
-    exposition = Exposition(live_collectors=live_collectors())
+    exporter = Exporter()
     baseline = Baseline()
     return {
-        "exporter": Contender(exposition, exposition.body),
+        "exporter": Contender(exporter, exporter.exposition.body),
         "baseline": Contender(baseline, baseline.render),
     }
 
@@ -429,7 +471,7 @@ def run(p: Params, mode: str) -> Section:
             _judge_in_flight(section, p, label, exporter.render)
     section.table(
         "Latency per scrape, median / p99 (n runs, interleaved); exporter = as shipped, "
-        "baseline = stock prometheus_client (benches/stock.py) rendered per scrape",
+        "baseline = stock prometheus_client (tests/stock_rendering.py) rendered per scrape",
         ["size", "jobs", "what", *NAMES, "speed-up", "bytes"],
         rows,
     )
@@ -437,9 +479,10 @@ def run(p: Params, mode: str) -> Section:
         "Steady state at 10x20x3 with the default 5 min interval: 600 jobs end 2 probes a "
         "second, 30 between two 15 s scrapes, so a scrape almost never finds the cached text "
         "current; the row after one scrape interval of probes is what Prometheus pays. The "
-        "exporter re-renders only the jobs whose probe ended since the last scrape (and the "
-        "small per-target part when it changed); renders hold the exposition lock, so probe "
-        "ends wait for them."
+        "exporter re-renders only the jobs whose tally changed since the last scrape (and the "
+        "small per-target part when a target, the load state or the pacing series changed). "
+        "A probe's end records into the store under the store's own lock, which a scrape "
+        "holds only to copy the table of open jobs, so it never waits for a render."
     )
     return section
 

@@ -21,10 +21,9 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.config import CONFIG_ENV, Config, load_config
-from exporter.exposition import Exposition
 from exporter.gpu import DisabledGpuReader, GpuReader, NvmlReader
 from exporter.gpu_collector import GpuCollector
-from exporter.report import format_json, format_table, run_round
+from exporter.probe_command import format_json, format_table, run_round
 from exporter.server import App, HttpServer
 from exporter.service import Service
 from exporter.status import render_status, snapshot_of
@@ -168,10 +167,9 @@ def _one_shot_gpu_reader(config: Config) -> GpuReader:
 
 def _serve(config: Config, path: str | None, address: str, web: WebAccessConfig) -> int:
     gpu = _gpu_reader(config)
-    exposition = Exposition(live_collectors=_live_collectors(gpu))
-    service = Service(config, path, exposition, gpu)
+    service = Service(config, path, gpu, live_collectors=_live_collectors(gpu))
     app = App(
-        metrics=exposition.body,
+        metrics=service.exposition.body,
         waiting_for=service.waiting_for,
         reload=service.reload,
         status_page=lambda: render_status(snapshot_of(service)),

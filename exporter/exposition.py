@@ -1,19 +1,29 @@
-"""The /metrics text: cached probe and server series plus live process and GPU readings.
+"""The /metrics text: probe and per-target series built from state, plus live readings.
 
-Writers (probe jobs, health checks, the scheduler) call the methods below; each runs under one
-lock and bumps a version. A probe's end re-renders its own job's text (exporter.metrics keeps
-it per job). A scrape rebuilds the cached part only when the version moved: it joins the jobs'
-texts and re-renders the small per-target registry if one of its writers ran. So a scrape's cost
-does not grow with probe time, and it never waits for a probe in flight. Process and NVML readings
-are cheap and describe "now", so they are collected fresh at every scrape.
+Apart from the scheduler's pacing series (below), nothing pushes series into the exposition;
+it reads three sources at scrape time:
+
+- the ResultStore (exporter.results), the record of the open probe jobs and their tallies: the
+  probe series (exporter.probe_series) are rendered from it, each job's lines kept with the
+  version of the tally they came from, so a scrape renders again only the jobs whose tally
+  changed and forgets the jobs that were closed, and sends the text as one block per family;
+- the live targets (a callable, Service.targets in the exporter): their health, inventory and
+  residency give the per-target series (exporter.target_series), and with the configuration's
+  load state the exporter's own series (exporter.exporter_series). That text is kept until a
+  target's version, the load state or the pacing series change;
+- process and NVML readings, which are cheap and describe "now", collected at every scrape.
+
+The scheduler still pushes its pacing series (lag, queue wait, duty, stretch) through
+scheduling_lag() and duty(); they are kept only for live targets. So a job's or a target's
+series exist exactly while the job or target does, a scrape's cost does not grow with probe
+time, and a scrape never waits for a probe in flight.
 """
 
 from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Callable, Hashable, Iterable, Sequence
 
 from prometheus_client import (
     PROCESS_COLLECTOR,
@@ -21,182 +31,106 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from exporter.metrics import ProbeMetrics
-from exporter.ollama import ListedModel, RunningModel
-from exporter.results import JobKey, ProbeResult, ProbeSkip
-from exporter.server_metrics import ExporterMetrics, ServerMetrics
+from exporter.exporter_series import ExporterSeries, LoadState
+from exporter.probe_series import ProbeSeries
+from exporter.results import ResultStore
+from exporter.target_series import TargetSeries
+from exporter.targets import Target
 
 # Counters' *_created series add a sample per series and nothing the rules use.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 GZIP_WBITS = 16 + zlib.MAX_WBITS  # a gzip header and trailer around the deflate stream
-P = ParamSpec("P")
-R = TypeVar("R")
-
-
-def _writer(registry: bool) -> Callable[[Callable[P, R]], Callable[P, R]]:
-    """Run a writer under the exposition lock and invalidate the cached text; a writer of the
-    per-target registry also invalidates that registry's text (probe writers mark their job)."""
-
-    def decorate(method: Callable[P, R]) -> Callable[P, R]:
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            self = args[0]
-            assert isinstance(self, Exposition)
-            with self._lock:
-                result = method(*args, **kwargs)
-                self._version += 1
-                self._registry_version += registry
-                return result
-
-        wrapper.__doc__ = method.__doc__
-        return wrapper
-
-    return decorate
-
-
-_write = _writer(registry=True)
-_write_probes = _writer(registry=False)
 
 
 class Exposition:
-    """Owns every series the exporter serves."""
+    """Renders every series the exporter serves from the state that owns it."""
 
-    def __init__(self, live_collectors: Iterable[Collector] = (PROCESS_COLLECTOR,)) -> None:
-        self._lock = threading.Lock()
-        self._version = 0
-        self._registry_version = 0
-        self._cache = _Cached(-1, b"")
-        self._registry_cache: tuple[int, bytes] = (-1, b"")
-        self.probes = ProbeMetrics()
-        self._registry = CollectorRegistry(auto_describe=False)
-        self.servers = ServerMetrics(self._registry)
-        self.exporter = ExporterMetrics(self._registry)
+    def __init__(
+        self,
+        store: ResultStore | None = None,
+        targets: Callable[[], Sequence[Target]] = tuple,
+        loads: Callable[[], LoadState] = LoadState,
+        live_collectors: Iterable[Collector] = (PROCESS_COLLECTOR,),
+    ) -> None:
+        self._lock = threading.Lock()  # serialises renders and the pacing pushes
+        self._store = store if store is not None else ResultStore()
+        self._targets = targets
+        self._loads = loads
+        self._probes = ProbeSeries()
+        self._probe_text: tuple[int, tuple[bytes, ...]] = (-1, ())  # store version, blocks
+        self._target_series = TargetSeries(targets)
+        self._exporter_series = ExporterSeries(targets, loads)
+        self._target_text: tuple[Hashable, bytes] = (None, b"")
         self._live = CollectorRegistry(auto_describe=False)
         for collector in live_collectors:
             self._live.register(collector)
 
-    @_write_probes
-    def register_job(self, key: JobKey, checks: Iterable[str]) -> None:
-        self.probes.register(key, checks)
+    def scheduling_lag(self, target: str, lag_s: float, queue_wait_s: float) -> None:
+        """One run of `target` started `lag_s` late after waiting `queue_wait_s` for a slot."""
+        with self._lock:
+            pacing = self._exporter_series.pacing
+            pacing.follow(self._targets())
+            pacing.scheduling_lag(target, lag_s, queue_wait_s)
 
-    @_write_probes
-    def remove_job(self, key: JobKey) -> None:
-        self.probes.remove(key)
-
-    @_write
-    def register_target(self, target: str) -> None:
-        self.servers.register(target)
-        self.exporter.register(target)
-
-    @_write
-    def remove_target(self, target: str) -> None:
-        self.servers.remove(target)
-        self.exporter.remove(target)
-
-    @_write_probes
-    def observe(self, result: ProbeResult) -> bool:
-        """Apply a probe's result; False (and nothing changes) if its job was removed.
-
-        A probe still in flight when a reload removed its job must not bring its series back.
-        """
-        if result.key not in self.probes:
-            return False
-        self.probes.observe(result)
-        return True
-
-    @_write_probes
-    def skip(self, item: ProbeSkip) -> bool:
-        if item.key not in self.probes:
-            return False
-        self.probes.skip(item)
-        return True
-
-    @_write_probes
-    def interval(self, key: JobKey, seconds: float) -> None:
-        if key in self.probes:
-            self.probes.interval(key, seconds)
-
-    @_write
-    def health(self, target: str, version: str | None) -> None:
-        self.servers.health(target, version)
-
-    @_write
-    def inventory(self, target: str, models: Mapping[str, ListedModel], dropped: int) -> None:
-        self.servers.inventory(target, models)
-        self.exporter.models_dropped.labels(target).set(dropped)
-
-    @_write
-    def residency(
-        self, target: str, known: Sequence[str], resident: Mapping[str, RunningModel]
-    ) -> None:
-        self.servers.residency(target, known, resident)
-
-    @_write
-    def reload_result(self, ok: bool, at: float) -> None:
-        """A configuration load (at start or a reload) ended; `at` is its Unix time."""
-        self.exporter.reload_ok.set(1 if ok else 0)
-        if ok:
-            self.exporter.reload_success_time.set(at)
-
-    @_write
-    def schedule(self, target: str, lag_s: float, queue_wait_s: float) -> None:
-        self.exporter.lag.labels(target).observe(max(lag_s, 0.0))
-        self.exporter.queue_wait.labels(target).observe(queue_wait_s)
-
-    @_write
     def duty(self, target: str, duty: float, stretch: float) -> None:
-        self.exporter.duty.labels(target).set(duty)
-        self.exporter.stretch.labels(target).set(stretch)
+        """`target`'s duty cycle and interval stretch after a run."""
+        with self._lock:
+            pacing = self._exporter_series.pacing
+            pacing.follow(self._targets())
+            pacing.set_duty(target, duty, stretch)
 
     def body(self, gzipped: bool = False) -> tuple[bytes, ...]:
         """The whole exposition as the pieces a scrape sends in order; gzip-compressed when asked.
 
-        The cached part is sent as it is kept: joining it to the live lines would copy it on
-        every scrape (about 5 MB at 600 jobs, a fresh buffer and a millisecond each time). The
-        compressed cached part is kept with the compressor's state after it, so a gzipped
-        scrape compresses only the live lines and still sends one gzip member (some clients,
-        httpx among them, read only the first member of a multi-member stream).
+        The pieces are sent as they are kept (a block per probe family, the per-target text,
+        the live readings): joining them would copy the probe text on every scrape (about 5 MB
+        at 600 jobs).
         """
         with self._lock:
-            rebuilt = self._cache.version != self._version
-            if rebuilt:
-                # One join: the text is megabytes at hundreds of jobs, so no second copy.
-                text = b"".join([*self.probes.parts(), self._registry_text()])
-                self._cache = _Cached(self._version, text)
-            cache = self._cache
-        live = generate_latest(self._live)
+            pieces = (*self._probe_part(), self._target_part())
+        pieces += (generate_latest(self._live),)
         if not gzipped:
-            return (cache.text, live)
-        return cache.gzipped(live)
+            return pieces
+        # One gzip member: some clients (httpx among them) read only the first of several.
+        compressor = zlib.compressobj(1, zlib.DEFLATED, GZIP_WBITS)
+        *start, last = pieces
+        return (*map(compressor.compress, start), compressor.compress(last) + compressor.flush())
 
     def render(self, gzipped: bool = False) -> bytes:
         """body() in one piece, for callers that want the text itself."""
         return b"".join(self.body(gzipped))
 
-    def _registry_text(self) -> bytes:
-        if self._registry_cache[0] != self._registry_version:
-            self._registry_cache = (self._registry_version, generate_latest(self._registry))
-        return self._registry_cache[1]
+    def _probe_part(self) -> tuple[bytes, ...]:
+        if self._probe_text[0] != self._store.version:
+            version, jobs = self._store.tallies()
+            self._probe_text = (version, tuple(self._probes.blocks(jobs)))
+        return self._probe_text[1]
+
+    def _target_part(self) -> bytes:
+        targets, loads = tuple(self._targets()), self._loads()
+        # Versions read before the state they describe: a change while rendering shows at the
+        # next scrape. (A Target in the key compares by identity: a replaced one is new.)
+        key = (tuple((t, t.version) for t in targets), loads, self._exporter_series.pacing.version)
+        if self._target_text[0] != key:
+            families: list[Metric] = [
+                *self._target_series.families(targets),
+                *self._exporter_series.families(targets, loads),
+            ]
+            # families() may bring the pacing series in line with the targets: key them after.
+            key = (key[0], loads, self._exporter_series.pacing.version)
+            self._target_text = (key, generate_latest(_Families(families)))
+        return self._target_text[1]
 
 
-class _Cached:
-    """One version of the cached text and, once a gzipped scrape asked for it, its gzip start."""
+class _Families(Collector):
+    """Families already built, for generate_latest."""
 
-    def __init__(self, version: int, text: bytes) -> None:
-        self.version = version
-        self.text = text
-        self._lock = threading.Lock()
-        self._gzip: tuple[bytes, Any] | None = None  # compressed text, compressor after it
+    def __init__(self, families: list[Metric]) -> None:
+        self._families = families
 
-    def gzipped(self, live: bytes) -> tuple[bytes, bytes]:
-        """One gzip member of the cached text followed by `live`, in two pieces."""
-        # Compressed outside the exposition lock, so writers do not wait for it.
-        with self._lock:
-            if self._gzip is None:
-                compressor = zlib.compressobj(1, zlib.DEFLATED, GZIP_WBITS)
-                self._gzip = (compressor.compress(self.text), compressor)
-            start, after_text = self._gzip
-            tail = after_text.copy()  # the cached state stays ready for the next scrape
-        return (start, tail.compress(live) + tail.flush())
+    def collect(self) -> list[Metric]:
+        return self._families

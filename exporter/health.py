@@ -31,6 +31,8 @@ class TargetHealth:
     error: str | None = None  # the last failed check's error text, already redacted
     error_at: float | None = None
     failed_checks: int = 0  # consecutive failed health checks; 0 after a good one
+    checks_made: int = 0  # health checks since the target was added, failed ones included
+    checks_failed: int = 0  # of those, the ones that failed
     listed_at: float | None = None  # Unix time of the last successful model listing
     listed_models: int | None = None  # models in that listing
     probed_models: int | None = None  # of those, the models that got probe jobs
@@ -61,6 +63,7 @@ class HealthTracker:
                     since=now if before.up is not True else before.since,
                     version=version,
                     failed_checks=0,
+                    checks_made=before.checks_made + 1,
                 )
             else:
                 self._state = replace(
@@ -70,6 +73,8 @@ class HealthTracker:
                     error=error or "unknown error",
                     error_at=now,
                     failed_checks=before.failed_checks + 1,
+                    checks_made=before.checks_made + 1,
+                    checks_failed=before.checks_failed + 1,
                 )
             after = self._state
         self._log_transition(before, after, now)

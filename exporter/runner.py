@@ -1,7 +1,8 @@
-"""One run of a probe job: residency look-up, the probe itself, checks, GPU sampling, publishing.
+"""One run of a probe job: residency look-up, the probe itself, checks, GPU sampling, logging.
 
-The runner turns configuration and a target's state into a ProbeRequest, runs it, and hands
-the result to the store and the exposition in one step. It never raises for target faults.
+The runner turns configuration and a target's state into a ProbeRequest, runs it, logs it and
+returns the result; the caller records it (the scheduler, or the `probe` command, into their
+ResultStore). It never raises for target faults.
 """
 
 from __future__ import annotations
@@ -19,12 +20,11 @@ from datetime import UTC, datetime
 
 from exporter.checks import run_checks
 from exporter.config import Config, PromptConfig
-from exporter.exposition import Exposition
 from exporter.gpu import GpuReader, ProbeGpuSampler, ProbeGpuUsage
 from exporter.ollama import RunningModel, model_key
 from exporter.probe import ProbeOutcome, ProbeRequest, Reason, Watchdog, run_probe
 from exporter.redact import printable
-from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
+from exporter.results import JobKey, ProbeResult, ProbeSkip
 from exporter.targets import Target
 
 log = logging.getLogger(__name__)
@@ -46,19 +46,12 @@ class JobSpec:
 
 
 class ProbeRunner:
-    """Runs probe jobs and publishes what they measured."""
+    """Runs probe jobs and returns what they measured."""
 
     def __init__(
-        self,
-        config: Config,
-        exposition: Exposition,
-        store: ResultStore,
-        gpu: GpuReader,
-        wall: Callable[[], float] = time.time,
+        self, config: Config, gpu: GpuReader, wall: Callable[[], float] = time.time
     ) -> None:
         self.config = config
-        self._exposition = exposition
-        self._store = store
         self._gpu = gpu
         self._wall = wall
         self._lock = threading.Lock()
@@ -153,6 +146,7 @@ class ProbeRunner:
                 self._in_flight.discard(dog)
 
     def _publish(self, result: ProbeResult) -> None:
+        """Log the result (the caller records it)."""
         key, outcome = result.key, result.outcome
         if outcome.reason is not None:
             log.warning(
@@ -168,8 +162,6 @@ class ProbeRunner:
                 *_loggable(key),
                 outcome.duration_s,
             )
-        if self._exposition.observe(result):
-            self._store.put(result)
 
     def _log_failed_checks(self, spec: JobSpec, result: ProbeResult) -> None:
         failed = [name for name, passed in result.checks.items() if not passed]
@@ -185,14 +177,13 @@ class ProbeRunner:
         )
 
     def _publish_skip(self, spec: JobSpec, reason: str, interval_s: float) -> ProbeSkip:
+        """The skip, logged (the caller records it)."""
         skip = ProbeSkip(spec.key, reason, f"skipped: {reason}", self._wall(), interval_s)
         log.info(
             "probe skipped: target=%s model=%s prompt=%s reason=%s",
             *_loggable(spec.key),
             reason,
         )
-        if self._exposition.skip(skip):
-            self._store.put(skip)
         return skip
 
 

@@ -200,7 +200,6 @@ class ProbeScheduler:
             self._readiness.target_added(target.name)
             target.duty.max_duty = probe.max_duty_cycle
             target.duty.slots = probe.concurrency_per_target
-        self._exposition.register_target(target.name)
         self._add_executor(target)
         self._scheduler.add_job(
             self._check_health,
@@ -245,7 +244,6 @@ class ProbeScheduler:
                 self._scheduler.remove_job(job_id)
         self._scheduler.remove_executor(_executor(name), shutdown=False)
         self._readiness.target_removed(name)
-        self._exposition.remove_target(name)
 
     def _check_health(self, target: Target) -> None:
         probe = self.config.probe
@@ -301,7 +299,7 @@ class ProbeScheduler:
     def _add_job(self, job_id: str, spec: JobSpec) -> None:
         # Called with self._lock held, which keeps the first-run plan in order.
         self._specs[job_id] = spec
-        self._exposition.register_job(spec.key, spec.prompt.checks.names())
+        self._store.open(spec.key, spec.prompt.checks.names())
         first = max(time.time(), self._next_first_run)
         self._next_first_run = first + 1 / STARTUP_RATE
         self._scheduler.add_job(
@@ -320,7 +318,7 @@ class ProbeScheduler:
         self._specs[job_id] = spec
         checks = spec.prompt.checks.names()
         if checks != old.prompt.checks.names():
-            self._exposition.register_job(spec.key, checks)
+            self._store.open(spec.key, checks)
         if spec.interval_s != old.interval_s:
             self._replan(job_id, spec)
 
@@ -328,7 +326,7 @@ class ProbeScheduler:
         """A kept job's interval changed: show it at once, and plan the next run from the last
         one with it (a shortened interval must not wait for a run planned with the old one)."""
         interval = self._effective_interval(job_id)
-        self._exposition.interval(spec.key, interval)
+        self._store.set_interval(spec.key, interval)
         last = self._store.get(spec.key)
         if last is None:
             return  # its first run is still to come, as planned
@@ -349,8 +347,7 @@ class ProbeScheduler:
         spec.target.duty.forget(job_id)
         with contextlib.suppress(JobLookupError):
             self._scheduler.remove_job(job_id)
-        self._exposition.remove_job(spec.key)
-        self._store.forget({spec.key})
+        self._store.close(spec.key)
 
     def _effective_interval(self, job_id: str) -> float:
         # No lock: APScheduler calls this (through the trigger) holding its job store lock,
@@ -378,13 +375,15 @@ class ProbeScheduler:
         # lag, which is what the histogram must show.
         slot_free = max(submitted, getattr(_worker, "last_finished", submitted))
         result = self._runner.run(spec, self._effective_interval(job_id))
+        if result is not None:
+            self._store.record(result)
         begun = started
         if isinstance(result, ProbeResult):
             begun = result.finished_at - result.outcome.duration_s  # its request went out
         # Published after the probe: taking the exposition lock first could hold the probe's
         # start behind a scrape's render.
         queue_wait = slot_free - submitted
-        self._exposition.schedule(spec.key.target, begun - planned - queue_wait, queue_wait)
+        self._exposition.scheduling_lag(spec.key.target, begun - planned - queue_wait, queue_wait)
         if result is None:
             return
         self._after_run(job_id, spec, result)
@@ -422,7 +421,7 @@ class ProbeScheduler:
             time.time(),
             self._effective_interval(event.job_id),
         )
-        self._exposition.skip(skip)
+        self._store.record(skip)
 
 
 def _log_stretch(target: str, duty: DutyCycle, notice: str) -> None:

@@ -2,8 +2,8 @@
 
 A reload changes exactly what changed: the one scheduler applies the new configuration, so every
 job that remains keeps its schedule, counters and histograms, and only the jobs a reload adds
-get a first run. A bad file keeps the old configuration running and sets the reload-success
-gauge to 0.
+get a first run. A bad file keeps the old configuration running, and the reload-success gauge,
+which the exposition reads from load_state, shows 0.
 """
 
 from __future__ import annotations
@@ -11,11 +11,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from prometheus_client.registry import Collector
+
 from exporter.config import Config, TargetConfig, load_config
+from exporter.exporter_series import LoadState
 from exporter.exposition import Exposition
 from exporter.gpu import DisabledGpuReader, GpuReader
 from exporter.results import ResultStore
@@ -48,22 +51,30 @@ class Service:
         self,
         config: Config,
         config_path: str | Path | None,
-        exposition: Exposition,
         gpu: GpuReader,
+        live_collectors: Iterable[Collector] = (),
         loader: Callable[[str | Path | None], Config] = load_config,
     ) -> None:
         self.config = config
-        self.exposition = exposition
         self.store = ResultStore()
+        self.exposition = Exposition(
+            self.store, lambda: self.targets, lambda: self.load_state, live_collectors
+        )
         self._path = config_path
         self._gpu = gpu if config.gpu.enabled is not False else DisabledGpuReader()
         self._loader = loader
         self._lock = threading.Lock()
         self._targets = {t.name: self._target(t, {}) for t in config.targets}
-        runner = ProbeRunner(config, exposition, self.store, self._gpu)
-        self._scheduler = ProbeScheduler(exposition, self.store, runner)
+        runner = ProbeRunner(config, self._gpu)
+        self._scheduler = ProbeScheduler(self.exposition, self.store, runner)
         self.last_reload: ReloadOutcome | None = None  # None: no reload since the start
-        exposition.reload_result(True, time.time())  # the load at start-up
+        self._loaded_at = time.time()  # the last load that succeeded, at start-up the first
+
+    @property
+    def load_state(self) -> LoadState:
+        """The reload-success series' state: the last load's outcome, the last good one's time."""
+        last = self.last_reload
+        return LoadState(last is None or last.ok, self._loaded_at)
 
     @property
     def targets(self) -> list[Target]:
@@ -101,8 +112,9 @@ class Service:
             return self._reloaded(ReloadOutcome(time.time(), warnings=warnings))
 
     def _reloaded(self, outcome: ReloadOutcome) -> ReloadOutcome:
+        if outcome.ok:
+            self._loaded_at = outcome.at
         self.last_reload = outcome
-        self.exposition.reload_result(outcome.ok, outcome.at)
         return outcome
 
     def _target(self, config: TargetConfig, running: dict[str, Target]) -> Target:
@@ -112,7 +124,7 @@ class Service:
         if old is not None and old.config.connection() == config.connection():
             old.config = config  # max_models or gpu changed: the same server, reselected
             return old
-        return Target(config, self.exposition, *http_clients(config))
+        return Target(config, *http_clients(config))
 
 
 def _restart_only_changes(running: Config, loaded: Config) -> tuple[str, ...]:

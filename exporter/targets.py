@@ -2,7 +2,9 @@
 
 Inventory (/api/tags, plus /api/show once per new model) decides which models get probe jobs.
 A failed or empty listing keeps the last good inventory, so an Ollama restart never makes
-series vanish. Health (/api/version, /api/ps) feeds availability and residency.
+series vanish. Health (/api/version, /api/ps) feeds availability and residency. A Target keeps
+all of this as state, with a version bumped at every change; the exposition builds the
+per-target series from the live targets at scrape time (exporter.target_series).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import os
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import certifi
@@ -21,7 +23,6 @@ import httpx
 
 from exporter.config import Config, TargetConfig
 from exporter.duty import DutyCycle
-from exporter.exposition import Exposition
 from exporter.health import HealthTracker
 from exporter.ollama import ListedModel, OllamaApi, OllamaApiError, RunningModel, model_key
 from exporter.redact import Redactor, printable
@@ -37,15 +38,20 @@ class Inventory:
     dropped: int = 0
 
 
+@dataclass(frozen=True)
+class Residency:
+    """One /api/ps reading, by `model` label value: the models with jobs, and the resident ones
+    (which may include models without jobs)."""
+
+    known: tuple[str, ...]
+    resident: Mapping[str, RunningModel]
+
+
 class Target:
     """One Ollama server: its API, its last good inventory, its health."""
 
     def __init__(
-        self,
-        config: TargetConfig,
-        exposition: Exposition,
-        api_client: httpx.Client,
-        probe_client: httpx.Client,
+        self, config: TargetConfig, api_client: httpx.Client, probe_client: httpx.Client
     ) -> None:
         self.config = config
         self.name = config.name
@@ -54,9 +60,10 @@ class Target:
         self.redact = Redactor(config.headers.values())
         self.duty = DutyCycle(1.0)  # limit set by the scheduler; kept across reloads
         self.health = HealthTracker(config.name)
-        self._exposition = exposition
         self._lock = threading.Lock()
+        self._version = 0  # bumped after every change of the state below or of health
         self._inventory: Inventory | None = None
+        self._residency: Residency | None = None  # the last /api/ps reading of a health check
         self._listed: tuple[ListedModel, ...] | None = None  # the last good listing
         self.listing_error: str | None = None  # the last failed listing's reason, redacted
         self._capabilities: dict[str, tuple[str, ...]] = {}
@@ -66,6 +73,16 @@ class Target:
     def inventory(self) -> Inventory | None:
         with self._lock:
             return self._inventory
+
+    @property
+    def residency(self) -> Residency | None:
+        with self._lock:
+            return self._residency
+
+    @property
+    def version(self) -> int:
+        """Changes after every change of health, inventory or residency (read it first)."""
+        return self._version
 
     def refresh_inventory(self, config: Config, timeout: float) -> bool:
         """List the target's models and select the ones to probe; True if the listing worked.
@@ -107,8 +124,8 @@ class Target:
         with self._lock:
             before, self._inventory = self._inventory, inventory
             self._labels = {model_key(label): label for label in inventory.models}
+            self._version += 1
         _log_selection(self.name, before, inventory, cause)
-        self._exposition.inventory(self.name, inventory.models, inventory.dropped)
 
     def _select(self, config: Config, listed: Sequence[ListedModel], timeout: float) -> Inventory:
         if not config.models:
@@ -175,7 +192,8 @@ class Target:
         except OllamaApiError as exc:
             version, error = None, self.redact(str(exc))
         self.health.checked(version, error)  # logs only when the target goes down or comes back
-        self._exposition.health(self.name, version)
+        with self._lock:
+            self._version += 1
         if version is None:
             return
         try:
@@ -183,13 +201,15 @@ class Target:
         except OllamaApiError as exc:
             log.warning("target %s: /api/ps failed: %s", self.name, self.redact(str(exc)))
             return
-        self.publish_residency(running)
+        self.note_residency(running)
 
-    def publish_residency(self, running: Sequence[RunningModel]) -> None:
+    def note_residency(self, running: Sequence[RunningModel]) -> None:
+        """Keep an /api/ps reading, by label value, for the residency series."""
         with self._lock:
-            labels = dict(self._labels)
-        resident = {labels.get(model_key(m.name), m.name): m for m in running}
-        self._exposition.residency(self.name, sorted(labels.values()), resident)
+            labels = self._labels
+            resident = {labels.get(model_key(m.name), m.name): m for m in running}
+            self._residency = Residency(tuple(sorted(labels.values())), resident)
+            self._version += 1
 
     def resident(self, timeout: float) -> dict[str, RunningModel] | None:
         """The resident models by model_key, or None when /api/ps fails."""

@@ -1,8 +1,10 @@
 """Golden /metrics text for an all-good and an all-failing exporter, compared byte for byte.
 
-The state is built through the same writer methods the scheduler uses, with fixed values and a
-fake GPU reader, so the files document the exact exposition. Regenerate with UPDATE_GOLDEN=1
-and review the diff. Rules and dashboards tests read these files as the list of real names.
+The state is built the way the exporter builds it (jobs opened and results recorded in the
+ResultStore, a Target's health check, listing and /api/ps reading, the scheduler's pacing
+pushes), with fixed values and a fake GPU reader, so the files document the exact exposition.
+Regenerate with UPDATE_GOLDEN=1 and review the diff. Rules and dashboards tests read these files
+as the list of real names.
 """
 
 from __future__ import annotations
@@ -15,13 +17,15 @@ from pathlib import Path
 
 import pytest
 
+from exporter.exporter_series import LoadState
 from exporter.exposition import Exposition
 from exporter.gpu import GpuDevice, GpuProcess, GpuSnapshot, ProbeGpuUsage
 from exporter.gpu_collector import GpuCollector
 from exporter.ollama import ListedModel, RunningModel
 from exporter.probe import ProbeOutcome, Reason, ServerTimings
-from exporter.results import JobKey, ProbeResult
+from exporter.results import JobKey, ProbeResult, ResultStore
 from tests.fakes.gpu import FixedGpuReader
+from tests.fakes.static_target import StaticTarget
 
 GOLDEN = Path(__file__).parent / "golden"
 FINISHED_AT = 1_790_000_000.0
@@ -55,13 +59,21 @@ def _listed(name: str) -> ListedModel:
     return ListedModel(name, family, "12.2B", "Q4_K_M", remote=False, capabilities=("completion",))
 
 
-def _exposition(gpu: GpuSnapshot) -> Exposition:
-    exposition = Exposition(live_collectors=[GpuCollector(FixedGpuReader(gpu))])
-    exposition.register_target("local")
-    for model in MODELS:
-        for prompt, checks in PROMPTS.items():
-            exposition.register_job(JobKey("local", model, prompt), checks)
-    return exposition
+class State:
+    """One target, its jobs open, and the exposition reading them."""
+
+    def __init__(self, gpu: GpuSnapshot, loads: LoadState | None = None) -> None:
+        self.store = ResultStore()
+        self.local = StaticTarget("local")
+        self.exposition = Exposition(
+            self.store,
+            lambda: [self.local.target],
+            lambda: loads or LoadState(),
+            live_collectors=[GpuCollector(FixedGpuReader(gpu))],
+        )
+        for model in MODELS:
+            for prompt, checks in PROMPTS.items():
+                self.store.open(JobKey("local", model, prompt), checks)
 
 
 def _success(key: JobKey, seconds: float) -> ProbeResult:
@@ -89,33 +101,32 @@ def _success(key: JobKey, seconds: float) -> ProbeResult:
 
 
 def good_state() -> Exposition:
-    exposition = _exposition(GOOD_GPU)
-    exposition.health("local", "0.32.15")
-    exposition.inventory("local", {m: _listed(m) for m in MODELS}, dropped=0)
+    state = State(GOOD_GPU)
+    state.local.health("0.32.15")
+    state.local.inventory([_listed(m) for m in MODELS])
     expires = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
-    running = RunningModel("gemma3:12b", 8_000_000_000, 7_500_000_000, expires, 4096)
-    exposition.residency("local", list(MODELS), {"gemma3:12b": running})
+    state.local.residency([RunningModel("gemma3:12b", 8_000_000_000, 7_500_000_000, expires, 4096)])
     for i, model in enumerate(MODELS):
         for prompt in PROMPTS:
-            exposition.observe(_success(JobKey("local", model, prompt), 37.4 + 7.5 * i))
-    exposition.schedule("local", 0.004, 0.0)
-    exposition.duty("local", 0.031, 1.0)
-    return exposition
+            state.store.record(_success(JobKey("local", model, prompt), 37.4 + 7.5 * i))
+    state.exposition.scheduling_lag("local", 0.004, 0.0)
+    state.exposition.duty("local", 0.031, 1.0)
+    return state.exposition
 
 
 def failing_state() -> Exposition:
-    exposition = _exposition(GpuSnapshot(up=False, devices=()))
-    exposition.health("local", None)
+    # The last configuration load failed; none succeeded since the (unset) start-up time.
+    state = State(GpuSnapshot(up=False, devices=()), LoadState(ok=False, succeeded_at=0.0))
+    state.local.health(None)
     reasons = iter([Reason.CONNECT, Reason.TIMEOUT, Reason.MODEL_NOT_FOUND, Reason.INCOMPLETE])
     for model in MODELS:
         for prompt in PROMPTS:
             reason = next(reasons)
             outcome = ProbeOutcome(reason, "detail", 120.0 if reason is Reason.TIMEOUT else 0.002)
-            exposition.observe(
+            state.store.record(
                 ProbeResult(JobKey("local", model, prompt), outcome, FINISHED_AT, 300.0, None)
             )
-    exposition.reload_result(False, FINISHED_AT)
-    return exposition
+    return state.exposition
 
 
 CASES = {"metrics-ok.prom": good_state, "metrics-all-failing.prom": failing_state}

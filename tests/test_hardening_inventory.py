@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from exporter.config import load_config
-from exporter.exposition import Exposition
 from exporter.gpu import DisabledGpuReader
 from exporter.probe import ProbeRequest, Reason, run_probe
 from exporter.service import Service
@@ -117,9 +116,8 @@ def test_max_models_also_bounds_the_show_calls_of_a_listing_without_capabilities
             """,
         )
     )
-    exposition = Exposition(live_collectors=())
     client = httpx.Client(transport=httpx.MockTransport(handler))
-    target = Target(config.targets[0], exposition, client, client)
+    target = Target(config.targets[0], client, client)
     try:
         assert target.refresh_inventory(config, 5.0)
     except OverBudget as exc:
@@ -214,8 +212,8 @@ def test_models_dropped_is_kept_across_a_reload_while_the_listing_fails(tmp_path
             gpu: {{enabled: false}}
             """,
         )
-        exposition = Exposition(live_collectors=())
-        service = Service(load_config(path), path, exposition, DisabledGpuReader())
+        service = Service(load_config(path), path, DisabledGpuReader())
+        exposition = service.exposition
         service.start()
         try:
 

@@ -15,7 +15,6 @@ import httpx
 import pytest
 
 from exporter.config import parse_config
-from exporter.exposition import Exposition
 from exporter.health import HealthTracker, duration_text
 from exporter.targets import Target
 from tests.fakes.ollama_double import ModelScript, OllamaDouble
@@ -111,6 +110,8 @@ def test_down_then_recovered_logs_each_transition_once_with_the_outage_length(
     )
     # The error of the outage stays readable after it, with its time.
     assert (state.error, state.error_at) == ("HTTP 500", 1_250.0)
+    # The totals behind ollama_health_checks_total and ollama_health_check_failures_total.
+    assert (state.checks_made, state.checks_failed) == (13, 11)
     assert records(caplog_info) == [
         (logging.INFO, "target local: up, Ollama 0.32.15"),
         (logging.WARNING, "target local: health check failed, now down: HTTP 500"),
@@ -177,9 +178,7 @@ def double() -> Iterator[OllamaDouble]:
 
 def make_target(url: str, clients: Any) -> tuple[Target, Any]:
     config = parse_config({"targets": [{"name": "local", "url": url}]}, "test.yaml", {})
-    exposition = Exposition(live_collectors=())
-    exposition.register_target("local")
-    return Target(config.targets[0], exposition, *clients), config
+    return Target(config.targets[0], *clients), config
 
 
 def test_target_logs_the_outage_once_and_its_recovery(
@@ -227,7 +226,7 @@ def test_target_health_error_is_redacted(clients: Any) -> None:
         {},
     )
     client = httpx.Client(transport=httpx.MockTransport(echo))
-    target = Target(config.targets[0], Exposition(live_collectors=()), client, client)
+    target = Target(config.targets[0], client, client)
     target.check_health(5.0)
     error = target.health.snapshot().error
     assert error is not None and "401" in error

@@ -1,10 +1,10 @@
 """The probe series' own rendering against stock prometheus_client holding the same series.
 
-exporter.metrics keeps plain per-job state and re-renders only the jobs that changed; stock
-prometheus_client objects (tests/stock_rendering.py, also the scrape-cost benchmark's baseline)
-are the reference. The same writes go to both, and after every write the two texts must carry
-the same family headers in the same order and the same sample lines, so a stale per-job cache
-or an escaping slip shows.
+The ResultStore keeps plain per-job tallies and exporter.probe_series re-renders only the jobs
+whose tally changed; stock prometheus_client objects (tests/stock_rendering.py, also the
+scrape-cost baseline) are the reference. The same history goes to both, and after every step
+the two texts must carry the same family headers in the same order and the same sample lines,
+so a stale per-job cache or an escaping slip shows.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ from prometheus_client.registry import Collector
 
 from exporter.exposition import Exposition
 from exporter.gpu import ProbeGpuUsage
-from exporter.metrics import ProbeMetrics
 from exporter.probe import ProbeOutcome, Reason, ServerTimings
-from exporter.results import JobKey, ProbeResult, ProbeSkip
+from exporter.probe_series import ProbeSeries
+from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
+from tests.fakes.static_target import StaticTarget
 from tests.stock_rendering import StockProbeMetrics
 
 HOSTILE = ('quote"d', "back\\slash", "new\nline", "zażółć:7b", "🥑", "", "a,b=c}")
@@ -31,31 +32,32 @@ CHECKS = ("min_words", "contains_any", "language")
 
 
 class Pair:
-    """The exporter's ProbeMetrics and the stock reference, written to alike."""
+    """The exporter's store and renderer, and the stock reference, given the same history."""
 
     def __init__(self) -> None:
-        self.mine = ProbeMetrics()
+        self.store = ResultStore()
+        self.series = ProbeSeries()
         self.registry = CollectorRegistry(auto_describe=False)
         self.stock = StockProbeMetrics(self.registry)
 
     def register(self, key: JobKey, checks: tuple[str, ...]) -> None:
-        self.mine.register(key, checks)
+        self.store.open(key, checks)
         self.stock.register(key, checks)
 
     def remove(self, key: JobKey) -> None:
-        self.mine.remove(key)
+        self.store.close(key)
         self.stock.remove(key)
 
     def observe(self, result: ProbeResult) -> None:
-        self.mine.observe(result)
+        assert self.store.record(result)
         self.stock.observe(result)
 
     def skip(self, item: ProbeSkip) -> None:
-        self.mine.skip(item)
+        assert self.store.record(item)
         self.stock.skip(item)
 
     def assert_same(self) -> None:
-        mine = self.mine.render().decode().splitlines()
+        mine = self.series.render(self.store.tallies()[1]).decode().splitlines()
         stock = generate_latest(self.registry).decode().splitlines()
         assert [h for h in mine if h.startswith("#")] == [h for h in stock if h.startswith("#")]
         assert sorted(mine) == sorted(stock)
@@ -123,18 +125,23 @@ def test_same_lines_as_stock_after_every_write(seed: int) -> None:
         pair.assert_same()
 
 
-def test_counters_survive_re_registration_and_reset_after_removal() -> None:
-    metrics = ProbeMetrics()
+def test_counters_survive_reopening_and_reset_after_closing() -> None:
+    store, series = ResultStore(), ProbeSeries()
     key = JobKey("local", "gemma3:12b", "liveness")
     failed = ProbeResult(key, ProbeOutcome(Reason.CONNECT, "refused", 0.01), 1.79e9, 300.0)
-    metrics.register(key, ())
-    metrics.observe(failed)
-    metrics.register(key, ("min_words",))
+
+    def lines() -> list[str]:
+        return series.render(store.tallies()[1]).decode().splitlines()
+
+    store.open(key, ())
+    store.record(failed)
+    assert lines()  # rendered, and kept by the renderer
+    store.open(key, ("min_words",))
     line = 'ollama_probes_total{model="gemma3:12b",prompt="liveness",target="local"}'
-    assert f"{line} 1.0" in metrics.render().decode().splitlines()
-    metrics.remove(key)
-    metrics.register(key, ())
-    assert f"{line} 0.0" in metrics.render().decode().splitlines()
+    assert f"{line} 1.0" in lines()
+    store.close(key)
+    store.open(key, ())
+    assert f"{line} 0.0" in lines()
 
 
 def one_member(data: bytes) -> bytes:
@@ -156,23 +163,22 @@ class Live(Collector):
         yield GaugeMetricFamily("live_scrapes", "Scrapes so far.", value=self.scrapes)
 
 
-def test_gzip_is_the_same_text_in_one_member_and_follows_writes() -> None:
-    live = Live()
-    exposition = Exposition(live_collectors=(live,))
+def test_gzip_is_the_same_text_in_one_member_and_follows_changes() -> None:
+    live, store, local = Live(), ResultStore(), StaticTarget("local")
+    exposition = Exposition(store, lambda: [local.target], live_collectors=(live,))
     key = JobKey("local", "gemma3:12b", "liveness")
-    exposition.register_target("local")
-    exposition.register_job(key, ())
+    store.open(key, ())
     first = exposition.render()
     assert one_member(exposition.render(gzipped=True)) == first.replace(
         b"live_scrapes 1.0", b"live_scrapes 2.0"
     )
-    exposition.observe(ProbeResult(key, ProbeOutcome(Reason.TIMEOUT, "t", 120.0), 1.79e9, 300.0))
+    store.record(ProbeResult(key, ProbeOutcome(Reason.TIMEOUT, "t", 120.0), 1.79e9, 300.0))
     second = exposition.render()
     assert b'reason="timeout",target="local"} 1.0' in second
     assert one_member(exposition.render(gzipped=True)) == second.replace(
         b"live_scrapes 3.0", b"live_scrapes 4.0"
     )
-    exposition.health("local", "0.32.15")  # a write to the per-target part
+    local.health("0.32.15")  # a change of the per-target part
     third = exposition.render()
     assert b'ollama_build_info{target="local",version="0.32.15"} 1.0' in third
     assert one_member(exposition.render(gzipped=True)) == third.replace(

@@ -1,10 +1,11 @@
-"""ProbeRunner with a real Target against the Ollama double: what a probe job sends and publishes.
+"""ProbeRunner with a real Target against the Ollama double: what a probe job sends and returns.
 
 Covers the residency look-up (cold start, only_loaded skips, preserve_residency keep_alive), the
-prompt as sent (cache_bust, options), checks, GPU sampling, and the way one result reaches the
-ResultStore and the /metrics text: counters, failure reasons, histograms of successes only,
-answer gauges that keep the last good values, last_duration that takes the failed probe's, and
-the failure streak, which the gauge, the store and the status page must tell alike.
+prompt as sent (cache_bust, options), checks, GPU sampling, and the way one result, recorded in
+the ResultStore as the scheduler records it, shows in the /metrics text: counters, failure
+reasons, histograms of successes only, answer gauges that keep the last good values,
+last_duration that takes the failed probe's, and the failure streak, which the gauge, the store
+and the status page must tell alike.
 """
 
 from __future__ import annotations
@@ -89,7 +90,8 @@ def double() -> Iterator[OllamaDouble]:
 
 
 class Rig:
-    """One target, one runner, one exposition and store: a scheduler-less exporter."""
+    """One target, one runner, one store and the exposition reading it: a scheduler-less
+    exporter whose run() records what the runner returns, as the scheduler does."""
 
     def __init__(
         self,
@@ -112,21 +114,12 @@ class Rig:
         }
         self.double = double
         self.config: Config = parse_config(data, "test.yaml", environ or {})
-        self.exposition = Exposition(live_collectors=())
         self.store = ResultStore()
         self.now = WALL
         self._parsed: tuple[str, list[Sample]] = ("", [])
-        self.exposition.register_target("local")
-        self.target = Target(
-            self.config.targets[0], self.exposition, api_client or clients[0], clients[1]
-        )
-        self.runner = ProbeRunner(
-            self.config,
-            self.exposition,
-            self.store,
-            gpu or DisabledGpuReader(),
-            wall=lambda: self.now,
-        )
+        self.target = Target(self.config.targets[0], api_client or clients[0], clients[1])
+        self.exposition = Exposition(self.store, lambda: [self.target], live_collectors=())
+        self.runner = ProbeRunner(self.config, gpu or DisabledGpuReader(), wall=lambda: self.now)
 
     def prompt(self, prompt_id: str | None = None) -> PromptConfig:
         prompts = self.config.prompts
@@ -135,12 +128,15 @@ class Rig:
     def spec(self, model: str, prompt_id: str | None = None) -> JobSpec:
         prompt = self.prompt(prompt_id)
         key = JobKey("local", model, prompt.id)
-        self.exposition.register_job(key, prompt.checks.names())
+        self.store.open(key, prompt.checks.names())
         return JobSpec(key, self.target, prompt, self.config.interval_of(prompt))
 
     def run(self, model: str, prompt_id: str | None = None) -> ProbeResult | ProbeSkip | None:
         spec = self.spec(model, prompt_id)
-        return self.runner.run(spec, spec.interval_s)
+        result = self.runner.run(spec, spec.interval_s)
+        if result is not None:
+            assert self.store.record(result)
+        return result
 
     def probe(self, model: str, prompt_id: str | None = None) -> ProbeResult:
         result = self.run(model, prompt_id)

@@ -63,12 +63,10 @@ class Rig:
             "test.yaml",
             {},
         )
-        self.exposition = Exposition(live_collectors=())
         self.store = ResultStore()
-        self.target = Target(
-            self.config.targets[0], self.exposition, api_client or clients[0], clients[1]
-        )
-        runner = ProbeRunner(self.config, self.exposition, self.store, DisabledGpuReader())
+        self.target = Target(self.config.targets[0], api_client or clients[0], clients[1])
+        self.exposition = Exposition(self.store, lambda: [self.target], live_collectors=())
+        runner = ProbeRunner(self.config, DisabledGpuReader())
         self.scheduler = ProbeScheduler(self.exposition, self.store, runner)
         self._lock = threading.Lock()
         self._planned: dict[str, float] = {}
@@ -184,9 +182,7 @@ def service_on(tmp_path: Path) -> Iterator[Any]:
     started: list[Service] = []
 
     def start(path: Path) -> Service:
-        service = Service(
-            load_config(path), path, Exposition(live_collectors=()), DisabledGpuReader()
-        )
+        service = Service(load_config(path), path, DisabledGpuReader())
         started.append(service)
         service.start()
         wait_until(service.ready, 20, "the first configuration's first runs")

@@ -16,7 +16,6 @@ from pathlib import Path
 
 from exporter import __version__
 from exporter.config import load_config
-from exporter.exposition import Exposition
 from exporter.gpu import DisabledGpuReader
 from exporter.health import TargetHealth
 from exporter.probe import ProbeOutcome, Reason, ServerTimings
@@ -353,7 +352,7 @@ def test_the_running_service_feeds_the_page(tmp_path: Path) -> None:
         """
     )
     path.write_text(good, encoding="utf-8")
-    service = Service(load_config(path), path, Exposition(live_collectors=()), DisabledGpuReader())
+    service = Service(load_config(path), path, DisabledGpuReader())
     service.start()
     try:
         down = wait_until(

@@ -48,9 +48,8 @@ def config(url: str, **top: Any) -> Config:
 class Setup:
     def __init__(self, cfg: Config, api_client: httpx.Client, probe_client: httpx.Client) -> None:
         self.config = cfg
-        self.exposition = Exposition(live_collectors=())
-        self.exposition.register_target("local")
-        self.target = Target(cfg.targets[0], self.exposition, api_client, probe_client)
+        self.target = Target(cfg.targets[0], api_client, probe_client)
+        self.exposition = Exposition(targets=lambda: [self.target], live_collectors=())
 
     def refresh(self) -> bool:
         return self.target.refresh_inventory(self.config, 5.0)

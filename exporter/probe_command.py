@@ -2,6 +2,8 @@
 
 This is the hand-run end-to-end test the project grew out of, as one command: it exits
 non-zero when a probe or an answer check failed, or when a target's models could not be listed.
+It runs the jobs with the exporter's own ProbeRunner and records them in a ResultStore of its
+own, as the scheduler does; it serves no series, so it has no exposition.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.config import Config
-from exporter.exposition import Exposition
 from exporter.gpu import GpuReader
 from exporter.redact import printable
 from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
@@ -51,12 +52,11 @@ class Round:
 
 def run_round(config: Config, gpu: GpuReader) -> Round:
     """Probe every (target, model, prompt) once, one after another."""
-    exposition = Exposition(live_collectors=())
-    runner = ProbeRunner(config, exposition, ResultStore(), gpu)
-    results: list[ProbeResult | ProbeSkip] = []
+    runner = ProbeRunner(config, gpu)
+    store = ResultStore()
     states = []
     for target_config in config.targets:
-        target = Target(target_config, exposition, *http_clients(target_config))
+        target = Target(target_config, *http_clients(target_config))
         if not target.refresh_inventory(config, config.probe.timeout):
             states.append(TargetState(target.name, False, target.listing_error or _UNKNOWN_REASON))
             continue
@@ -70,10 +70,11 @@ def run_round(config: Config, gpu: GpuReader) -> Round:
                     prompt,
                     config.interval_of(prompt),
                 )
+                store.open(spec.key, prompt.checks.names())
                 result = runner.run(spec, spec.interval_s)
-                if result is not None:
-                    results.append(result)
-    return Round(states, results)
+                if result is not None:  # None: cancelled, which a one-shot round never does
+                    store.record(result)
+    return Round(states, list(store.latest().values()))
 
 
 def rows(results: Sequence[ProbeResult | ProbeSkip]) -> list[dict[str, Any]]:
