@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from exporter import metrics as m
-from exporter.probe import Reason, ServerTimings
+from exporter.probe import BackendTimings, Reason
 from exporter.results import JobKey, ProbeResult, ProbeSkip
 
 JOB = ("target", "model", "prompt")
@@ -112,7 +112,7 @@ class StockProbeMetrics:
     def _observe_success(self, result: ProbeResult) -> None:
         labels = result.key.labels()
         outcome = result.outcome
-        server = outcome.server
+        server = outcome.reported
         self.duration.labels(*labels).observe(outcome.duration_s)
         self.last_success.labels(*labels).set(result.finished_at)
         if outcome.ttft_s is not None:
@@ -133,7 +133,7 @@ class StockProbeMetrics:
             if usage.peak_memory_used_bytes is not None:
                 self.gpu_peak.labels(*gpu_labels).set(usage.peak_memory_used_bytes)
 
-    def _observe_server(self, labels: tuple[str, str, str], server: ServerTimings) -> None:
+    def _observe_server(self, labels: tuple[str, str, str], server: BackendTimings) -> None:
         for name, value in m.server_figures(server).items():
             # Ollama omits zero values (omitempty): a missing figure is 0, not unknown.
             self.answer[name].labels(*labels).set(value or 0)

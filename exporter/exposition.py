@@ -23,9 +23,9 @@ from prometheus_client import (
 )
 from prometheus_client.registry import Collector
 
+from exporter.backends import ListedModel, RunningModel
 from exporter.memory import release_free_memory
 from exporter.metrics import ProbeMetrics
-from exporter.ollama import ListedModel, RunningModel
 from exporter.results import JobKey, ProbeResult, ProbeSkip
 from exporter.server_metrics import ExporterMetrics, ServerMetrics
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import utils
 
-from exporter.probe import Reason, ServerTimings
+from exporter.probe import BackendTimings, Reason
 from exporter.results import FailureStreak, JobKey, ProbeResult, ProbeSkip
 
 DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600)
@@ -358,8 +358,8 @@ def _observe_success(job: _Job, result: ProbeResult) -> None:
         job.set(LAST_TTFT, outcome.ttft_s)
     job.set(ANSWER["response_characters"], result.response_characters)
     job.set(ANSWER["response_words"], result.response_words)
-    if outcome.server is not None:
-        _observe_server(job, outcome.server)
+    if outcome.reported is not None:
+        _observe_server(job, outcome.reported)
     for check, passed in result.checks.items():
         job.set(CHECK_PASSED, 1 if passed else 0, check=check)
         if not passed:
@@ -372,7 +372,7 @@ def _observe_success(job: _Job, result: ProbeResult) -> None:
             job.set(GPU_PEAK, usage.peak_memory_used_bytes, **gpu)
 
 
-def server_figures(server: ServerTimings) -> Mapping[str, float | None]:
+def server_figures(server: BackendTimings) -> Mapping[str, float | None]:
     """Ollama's own figures of an answer, keyed by their gauge in ANSWER."""
     return {
         "server_total_duration_seconds": server.total_s,
@@ -384,7 +384,7 @@ def server_figures(server: ServerTimings) -> Mapping[str, float | None]:
     }
 
 
-def _observe_server(job: _Job, server: ServerTimings) -> None:
+def _observe_server(job: _Job, server: BackendTimings) -> None:
     for name, value in server_figures(server).items():
         # Ollama omits zero values (omitempty): a missing figure is 0, not unknown.
         job.set(ANSWER[name], value or 0)

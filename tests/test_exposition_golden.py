@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from exporter.backends import ListedModel, RunningModel
 from exporter.exposition import Exposition
 from exporter.gpu import GpuDevice, GpuProcess, GpuSnapshot, ProbeGpuUsage
 from exporter.gpu_collector import GpuCollector
-from exporter.ollama import ListedModel, RunningModel
-from exporter.probe import ProbeOutcome, Reason, ServerTimings
+from exporter.probe import BackendTimings, ProbeOutcome, Reason
 from exporter.results import JobKey, ProbeResult
 from tests.fakes.gpu import FixedGpuReader
 
@@ -66,7 +66,7 @@ def _exposition(gpu: GpuSnapshot) -> Exposition:
 
 def _success(key: JobKey, seconds: float) -> ProbeResult:
     answer = "Awokado zawiera potas i błonnik, a także zdrowe tłuszcze. " * 8
-    server = ServerTimings(
+    server = BackendTimings(
         total_s=seconds - 0.01,
         load_s=0.012,
         prompt_eval_s=0.2,
