@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from exporter.backends import KeepAlive, RunningModel
+from exporter.backends import RunningModel
 from exporter.checks import run_checks
 from exporter.config import Config, PromptConfig
 from exporter.exposition import Exposition
@@ -114,12 +114,9 @@ class ProbeRunner:
             max_response_bytes=self.config.probe.max_response_bytes,
             options=prompt.options,
             think=prompt.think,
-            keep_alive=self._keep_alive(spec, running),
+            keep_alive=spec.target.backend.keep_alive(self.config.probe, running),
             headers=target.headers,
         )
-
-    def _keep_alive(self, spec: JobSpec, running: RunningModel | None) -> KeepAlive:
-        return spec.target.backend.keep_alive(self.config.probe, running)
 
     def _measure(
         self, spec: JobSpec, request: ProbeRequest
