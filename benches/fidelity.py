@@ -203,9 +203,10 @@ def run(p: Params, mode: str) -> Section:
     section.table(
         "Where the gap comes from (signed, median / p99): start gap = double's receipt - the "
         "probe's clock start = set-up inside the clock (clock start -> first request byte: "
-        "watchdog thread, connect, if counted) + first request byte -> double's receipt (send, "
-        "the double's accept and read of the request line); end gap = probe clock stop - double's "
-        "last byte; TTFT end gap = probe's first-token instant - double's first token byte",
+        "the watchdog's set-up, the connect, if counted) + first request byte -> double's "
+        "receipt (send, the double's accept and read of the request line); end gap = probe "
+        "clock stop - double's last byte; TTFT end gap = probe's first-token instant - "
+        "double's first token byte",
         [
             "scenario",
             "total gap",
