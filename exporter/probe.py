@@ -203,12 +203,15 @@ def run_probe(
     dog = watchdog or Watchdog(request.timeout)
     start = clock()
     sent: list[float] = []
+    reads = _ReadStamps(clock)
 
     def trace(event: str, info: Mapping[str, Any]) -> None:
         # The clock of a measured probe starts when the request headers go out: the TCP (and
         # TLS) connect before it is not the model's time.
         if event == "http11.send_request_headers.started" and not sent:
             sent.append(clock())
+        elif event in _STREAM_OPENED:
+            reads.attach(info.get("return_value"))
         dog.trace(event, info)
 
     call = backend.stream_request(request)
@@ -224,7 +227,8 @@ def run_probe(
                 extensions={"trace": trace},
             ) as response,
         ):
-            return _read_response(response, backend, request, sent[0] if sent else start, clock)
+            begun = sent[0] if sent else start
+            return _read_response(response, backend, request, begun, reads.latest)
     except ProbeFailure as failure:
         return _failed(dog, failure.reason, failure.detail, clock() - start)
     except httpx.TimeoutException as exc:
@@ -237,6 +241,8 @@ def run_probe(
         return _failed(dog, Reason.INVALID_RESPONSE, f"undecodable body: {exc}", clock() - start)
     except (httpx.TransportError, httpx.StreamError) as exc:
         return _failed(dog, Reason.INCOMPLETE, f"connection lost: {exc}", clock() - start)
+    finally:
+        reads.detach()
 
 
 def _failed(dog: Watchdog, reason: Reason, detail: str, elapsed: float) -> ProbeOutcome:
@@ -248,15 +254,68 @@ def _failed(dog: Watchdog, reason: Reason, detail: str, elapsed: float) -> Probe
     return ProbeOutcome(reason, detail, elapsed)
 
 
+# httpcore trace events whose return value is the network stream the response will be read from.
+_STREAM_OPENED = frozenset({"connection.connect_tcp.complete", "connection.start_tls.complete"})
+
+
+class _ReadStamps:
+    """When the reads of the probe's connection returned, on the probe's clock.
+
+    A line's time (first token, done) is when its bytes came off the socket. Reading the clock
+    only once httpx had parsed the headers, built the Response and passed the chunk on, and the
+    line had been split, put that work inside the measured interval: about half a millisecond
+    for the first token, which arrives in the same read as the headers. httpx has no per-read
+    hook, but its trace hook hands over the network stream as the connection opens, so that
+    stream's `read` is wrapped for the length of the probe.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._streams: list[Any] = []
+        self._last: float | None = None
+
+    def attach(self, stream: Any) -> None:
+        if stream is None:
+            return
+        read = stream.read
+
+        def stamped(max_bytes: int, timeout: float | None = None) -> bytes:
+            data: bytes = read(max_bytes, timeout)
+            self._last = self._clock()
+            return data
+
+        try:
+            stream.read = stamped
+        except AttributeError:  # a stream that takes no attributes: lines get latest()'s fallback
+            return
+        self._streams.append(stream)
+
+    def detach(self) -> None:
+        # Were the connection kept for reuse, a later probe must not be timed on this clock.
+        for stream in self._streams:
+            with contextlib.suppress(AttributeError):
+                del stream.read
+        self._streams.clear()
+
+    def latest(self) -> float:
+        """The time of the latest read: every byte handed on so far had arrived by then.
+
+        httpcore reads only when h11 has no complete event buffered, so the latest read is the
+        one that completed the chunk just handed on. Where no stream was seen opening (a mock
+        transport, a reused connection) there are no stamps: chunks are timed as they come.
+        """
+        return self._clock() if self._last is None else self._last
+
+
 def _read_response(
-    response: httpx.Response, backend: Backend, request: ProbeRequest, start: float, clock: Clock
+    response: httpx.Response, backend: Backend, request: ProbeRequest, start: float, arrived: Clock
 ) -> ProbeOutcome:
     if response.status_code != 200:
         raise backend.status_failure(response.status_code, _error_body(response, request))
     parser = backend.stream_parser(request)
     ttft_s: float | None = None
     answer: list[str] = []
-    for line, final, at in _lines(response, request.max_response_bytes, clock):
+    for line, final, at in _lines(response, request.max_response_bytes, arrived):
         chunk = parser.feed(line, final=final)
         if chunk is None:
             continue
@@ -268,13 +327,15 @@ def _read_response(
     raise ProbeFailure(Reason.INCOMPLETE, "stream ended before the done chunk")
 
 
-def _lines(response: httpx.Response, cap: int, clock: Clock) -> Iterator[tuple[bytes, bool, float]]:
-    """Split the body into lines, each with the time its last byte was handed to us; stop past
-    `cap`. The last, unterminated fragment of a body comes with `final` set."""
+def _lines(
+    response: httpx.Response, cap: int, arrived: Clock
+) -> Iterator[tuple[bytes, bool, float]]:
+    """Split the body into lines, each with the time its last byte arrived; stop past `cap`.
+    The last, unterminated fragment of a body comes with `final` set."""
     received = 0
     pending = b""
     for chunk in response.iter_bytes():
-        at = clock()
+        at = arrived()
         received += len(chunk)
         if received > cap:
             raise ProbeFailure(Reason.INVALID_RESPONSE, f"reply larger than {cap} bytes")
@@ -283,7 +344,7 @@ def _lines(response: httpx.Response, cap: int, clock: Clock) -> Iterator[tuple[b
         for line in lines:
             yield line, False, at
     if pending.strip():
-        yield pending, True, clock()
+        yield pending, True, arrived()
 
 
 def _error_body(response: httpx.Response, request: ProbeRequest) -> bytes:

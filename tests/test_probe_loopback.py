@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import httpx
 import pytest
@@ -182,6 +184,98 @@ def test_duration_and_ttft_match_what_the_double_recorded(
     assert reported is not None and reported.load_s is not None and reported.total_s is not None
     assert 0.15 <= reported.load_s <= outcome.ttft_s
     assert reported.total_s <= outcome.duration_s + CLOCK_SLACK
+
+
+class JumpClock:
+    """time.perf_counter plus an offset that the test moves forward, remembering every reading."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+        self.readings: list[float] = []
+
+    def __call__(self) -> float:
+        now = time.perf_counter() + self.offset
+        self.readings.append(now)
+        return now
+
+
+@contextlib.contextmanager
+def one_shot_server(reply: bytes) -> Iterator[str]:
+    """A loopback server that reads one request and answers it with `reply` in one send."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def serve() -> None:
+            conn, _ = listener.accept()
+            with conn:
+                raw = b""
+                while b"\r\n\r\n" not in raw:
+                    raw += conn.recv(65536)
+                head, _, body = raw.partition(b"\r\n\r\n")
+                length = next(
+                    int(h.split(b":")[1])
+                    for h in head.split(b"\r\n")
+                    if h.lower().startswith(b"content-length:")
+                )
+                while len(body) < length:
+                    body += conn.recv(65536)
+                conn.sendall(reply)
+
+        server = threading.Thread(target=serve, daemon=True)
+        server.start()
+        yield f"http://127.0.0.1:{port}"
+        server.join(5.0)
+
+
+def test_lines_are_timed_when_their_bytes_were_read_not_when_the_probe_got_to_them() -> None:
+    # The whole answer arrives in one read, with the headers. Then the exporter's response
+    # set-up "takes" 10 s (a response hook moves the clock): neither figure may include that.
+    lines = [
+        {"model": MODEL, "created_at": "2026-08-21T10:00:00Z", "response": "Hi", "done": False},
+        {"model": MODEL, "created_at": "2026-08-21T10:00:00Z", "response": "", "done": True},
+    ]
+    body = b"".join(json.dumps(line).encode() + b"\n" for line in lines)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\n"
+    head += b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body)
+    clock = JumpClock()
+
+    def slow_set_up(_: httpx.Response) -> None:
+        clock.offset += 10.0
+
+    probes = httpx.Client(
+        trust_env=False,
+        limits=httpx.Limits(max_keepalive_connections=0),
+        event_hooks={"response": [slow_set_up]},
+    )
+    with probes, one_shot_server(head + body) as url:
+        outcome = run_probe(probes, OLLAMA, request(url, api="generate"), clock=clock)
+    assert outcome.success, outcome.detail
+    assert clock.offset == 10.0  # the hook did run, after the read
+    assert outcome.ttft_s is not None and outcome.ttft_s < 1.0
+    assert outcome.duration_s < 1.0
+    # The benchmarks recover the probe's stop as its clock's last reading.
+    assert clock.readings[-1] - outcome.duration_s in clock.readings
+
+
+class StreamKeeper(Watchdog):
+    """The probe's watchdog, also keeping the network stream its connection opened."""
+
+    def __init__(self, timeout: float) -> None:
+        super().__init__(timeout)
+        self.streams: list[Any] = []
+
+    def trace(self, event: str, info: Mapping[str, Any]) -> None:
+        if event == "connection.connect_tcp.complete":
+            self.streams.append(info["return_value"])
+        super().trace(event, info)
+
+
+def test_the_read_stamping_ends_with_the_probe(double: OllamaDouble, client: httpx.Client) -> None:
+    # Should a connection outlive its probe, a later probe must not be timed on this one's clock.
+    dog = StreamKeeper(5.0)
+    assert run_probe(client, OLLAMA, request(double.url), watchdog=dog).success
+    [stream] = dog.streams
+    assert "read" not in vars(stream)
 
 
 def test_thinking_model_ttft_starts_at_the_thinking(
