@@ -1,7 +1,8 @@
 """Fidelity: does the exporter measure the model, not itself?
 
 exporter.probe.run_probe, over the exporter's own probe client (no connection reuse, so each
-probe pays its connect as a user's first request would), probes five scripted models of a double
+probe opens its connection as a user's first request would; the probe's clock starts after the
+connect, as the request goes out), with the Ollama backend, probes five scripted models of a double
 running in another process. The double records when it received each request and when it wrote
 the first token byte and the last byte; the probe's total and TTFT are compared with those.
 
@@ -25,6 +26,7 @@ from typing import Any
 import httpx
 
 from benches.common import DoubleHost, Record, Section, Summary, model_spec, ms, summary_ms
+from exporter.backends.ollama import OLLAMA
 from exporter.config import TargetConfig
 from exporter.probe import ProbeOutcome, ProbeRequest, Watchdog, run_probe
 from exporter.targets import http_clients
@@ -124,7 +126,7 @@ def _probe(client: httpx.Client, base_url: str, index: int) -> Probe:
         keep_alive=keep_alive,
     )
     clock, dog = RecordingClock(), TracingWatchdog(request.timeout)
-    outcome = run_probe(client, request, clock=clock, watchdog=dog)
+    outcome = run_probe(client, OLLAMA, request, clock=clock, watchdog=dog)
     return Probe(outcome, clock.readings[-1], dog.sending_at)
 
 
@@ -201,9 +203,10 @@ def run(p: Params, mode: str) -> Section:
     section.table(
         "Where the gap comes from (signed, median / p99): start gap = double's receipt - the "
         "probe's clock start = set-up inside the clock (clock start -> first request byte: "
-        "watchdog thread, connect, if counted) + first request byte -> double's receipt (send, "
-        "the double's accept and read of the request line); end gap = probe clock stop - double's "
-        "last byte; TTFT end gap = probe's first-token instant - double's first token byte",
+        "the watchdog's set-up, the connect, if counted) + first request byte -> double's "
+        "receipt (send, the double's accept and read of the request line); end gap = probe "
+        "clock stop - double's last byte; TTFT end gap = probe's first-token instant - "
+        "double's first token byte",
         [
             "scenario",
             "total gap",

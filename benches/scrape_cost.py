@@ -32,12 +32,20 @@ from prometheus_client.registry import Collector
 
 from benches.common import DoubleHost, Section, Summary, model_spec, ms, summary_ms
 from benches.scraper_host import Scraper, ScraperHost
+from exporter.backends import ListedModel, RunningModel
+from exporter.backends.ollama import OLLAMA
 from exporter.config import TargetConfig
 from exporter.exposition import Exposition
 from exporter.gpu import GpuDevice, GpuProcess, GpuSnapshot, ProbeGpuUsage
 from exporter.gpu_collector import GpuCollector
-from exporter.ollama import ListedModel, RunningModel
-from exporter.probe import ProbeOutcome, ProbeRequest, Reason, ServerTimings, Watchdog, run_probe
+from exporter.probe import (
+    BackendTimings,
+    ProbeOutcome,
+    ProbeRequest,
+    Reason,
+    Watchdog,
+    run_probe,
+)
 from exporter.results import JobKey, ProbeResult, ResultStore
 from exporter.server import App, HttpServer
 from exporter.service import ReloadOutcome
@@ -233,7 +241,7 @@ def result(key: JobKey, i: int) -> ProbeResult:
         outcome = ProbeOutcome(reasons[i % len(reasons)], "detail", 0.5 + i % 7)
         return ProbeResult(key, outcome, 1.79e9 + i, 300.0, cold_start=i % 2 == 0)
     seconds = 1.0 + (i % 13) * 0.7
-    server = ServerTimings(seconds - 0.01, 0.01 * (i % 4), 0.2, seconds - 0.5, 31, 180 + i % 50)
+    server = BackendTimings(seconds - 0.01, 0.01 * (i % 4), 0.2, seconds - 0.5, 31, 180 + i % 50)
     answer = "Avocados are rich in potassium and fibre. " * 6
     outcome = ProbeOutcome(None, "ok", seconds, 0.05 + (i % 9) * 0.1, answer, server)
     checks = {c: i % 4 != 0 for c in PROMPTS[key.prompt]}
@@ -393,7 +401,7 @@ class InFlight:
 
     def _probe(self, dog: Watchdog) -> None:
         request = ProbeRequest(self._url, "chat", "slow:70b", "Why avocados?", 120.0, 1 << 22)
-        self.outcomes.append(run_probe(self._client, request, watchdog=dog))
+        self.outcomes.append(run_probe(self._client, OLLAMA, request, watchdog=dog))
 
     def __enter__(self) -> InFlight:
         for thread in self._threads:

@@ -70,9 +70,14 @@ def parse_duration(value: object) -> float:
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
+# The server protocols a target may speak: the keys of exporter.backends.BACKENDS.
+BackendName = Literal["ollama"]
+
+
 class TargetConfig(StrictModel):
     name: str = Field(min_length=1)
     url: str
+    backend: BackendName = "ollama"
     headers: dict[str, str] = {}
     gpu: Literal[True, False, "auto"] = "auto"
     tls_ca_file: str | None = None
@@ -81,7 +86,13 @@ class TargetConfig(StrictModel):
 
     def connection(self) -> tuple[object, ...]:
         """What reaching the server depends on: a change of these makes it a new target."""
-        return (self.url, self.headers, self.tls_ca_file, self.tls_insecure_skip_verify)
+        return (
+            self.backend,
+            self.url,
+            self.headers,
+            self.tls_ca_file,
+            self.tls_insecure_skip_verify,
+        )
 
     def owns_local_gpu(self) -> bool:
         """Whether this machine's NVML readings belong to this target."""

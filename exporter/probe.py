@@ -1,5 +1,7 @@
-"""One generation probe: a streamed /api/chat or /api/generate request, timed and parsed.
+"""One generation probe, whatever the server's protocol: a streamed request, timed and parsed.
 
+The protocol (the request's path and body, the stream's lines, what an error status means) is
+the backend's (exporter.backends); this module owns the transport, the clock and the verdict.
 A probe never raises for a failing target. It returns a ProbeOutcome that is either a success
 or one failure reason from a fixed set, with a human-readable detail for logs and the status page.
 The timeout is a total deadline (connect to last byte), enforced by a watchdog that shuts the
@@ -11,19 +13,18 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import json
-import re
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from exporter.responses import release
+if TYPE_CHECKING:
+    from exporter.backends.base import Backend
 
 
 class Reason(StrEnum):
@@ -40,7 +41,11 @@ class Reason(StrEnum):
 
 @dataclass(frozen=True)
 class ProbeRequest:
-    """Everything one probe sends; built by the runner from config and residency."""
+    """Everything one probe sends; built by the runner from config and residency.
+
+    The backend turns it into its protocol's request; options, think and keep_alive are left
+    out of that request when unset, so the server's own defaults apply.
+    """
 
     base_url: str
     api: str  # "chat" | "generate"
@@ -53,25 +58,10 @@ class ProbeRequest:
     keep_alive: int | float | str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
 
-    def body(self) -> dict[str, Any]:
-        """The JSON body; optional fields are omitted so Ollama's own defaults apply."""
-        body: dict[str, Any] = {"model": self.model, "stream": True}
-        if self.api == "chat":
-            body["messages"] = [{"role": "user", "content": self.text}]
-        else:
-            body["prompt"] = self.text
-        if self.options:
-            body["options"] = dict(self.options)
-        if self.think is not None:
-            body["think"] = self.think
-        if self.keep_alive is not None:
-            body["keep_alive"] = self.keep_alive
-        return body
-
 
 @dataclass(frozen=True)
-class ServerTimings:
-    """Ollama's own final-chunk figures, in seconds and tokens; None where it sent none."""
+class BackendTimings:
+    """The backend's own report of one generation (seconds, tokens); None where it sent none."""
 
     total_s: float | None = None
     load_s: float | None = None
@@ -91,7 +81,7 @@ class ProbeOutcome:
     duration_s: float
     ttft_s: float | None = None
     answer: str = ""
-    server: ServerTimings | None = None
+    reported: BackendTimings | None = None
     cancelled: bool = False
 
     @property
@@ -99,7 +89,9 @@ class ProbeOutcome:
         return self.reason is None
 
 
-class _Failure(Exception):
+class ProbeFailure(Exception):
+    """A probe's verdict found while reading the reply; backends raise it from their parsers."""
+
     def __init__(self, reason: Reason, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
@@ -195,11 +187,13 @@ class _Deadlines:
 
 _DEADLINES = _Deadlines()
 Clock = Callable[[], float]
-_MODEL_NOT_FOUND = re.compile(r"model ['\"].*['\"] not found", re.IGNORECASE | re.DOTALL)
+# An error reply is read this far at most, for its message; a larger one is not read whole.
+ERROR_BODY_BYTES = 65536
 
 
 def run_probe(
     client: httpx.Client,
+    backend: Backend,
     request: ProbeRequest,
     *,
     clock: Clock = time.perf_counter,
@@ -210,31 +204,32 @@ def run_probe(
     start = clock()
     sent: list[float] = []
     reads = _ReadStamps(clock)
-    response: httpx.Response | None = None
 
     def trace(event: str, info: Mapping[str, Any]) -> None:
-        # The clock of a measured probe starts when the request headers go out: the watchdog's
-        # thread and the TCP connect are the exporter's cost, not the model's.
+        # The clock of a measured probe starts when the request headers go out: the TCP (and
+        # TLS) connect before it is not the model's time.
         if event == "http11.send_request_headers.started" and not sent:
             sent.append(clock())
         elif event in _STREAM_OPENED:
             reads.attach(info.get("return_value"))
         dog.trace(event, info)
 
+    call = backend.stream_request(request)
     try:
         with (
             dog,
             client.stream(
-                "POST",
-                f"{request.base_url}/api/{request.api}",
-                json=request.body(),
-                headers=dict(request.headers),
+                call.method,
+                call.url,
+                json=call.body,
+                headers=dict(call.headers),
                 timeout=request.timeout,
                 extensions={"trace": trace},
             ) as response,
         ):
-            return _read_response(response, request, sent[0] if sent else start, reads.latest)
-    except _Failure as failure:
+            begun = sent[0] if sent else start
+            return _read_response(response, backend, request, begun, reads.latest)
+    except ProbeFailure as failure:
         return _failed(dog, failure.reason, failure.detail, clock() - start)
     except httpx.TimeoutException as exc:
         return _failed(
@@ -248,8 +243,6 @@ def run_probe(
         return _failed(dog, Reason.INCOMPLETE, f"connection lost: {exc}", clock() - start)
     finally:
         reads.detach()
-        if response is not None:
-            release(response)
 
 
 def _failed(dog: Watchdog, reason: Reason, detail: str, elapsed: float) -> ProbeOutcome:
@@ -315,157 +308,50 @@ class _ReadStamps:
 
 
 def _read_response(
-    response: httpx.Response, request: ProbeRequest, start: float, arrived: Clock
+    response: httpx.Response, backend: Backend, request: ProbeRequest, start: float, arrived: Clock
 ) -> ProbeOutcome:
     if response.status_code != 200:
-        raise _status_failure(response, request.max_response_bytes)
-    stream = _StreamState(api=request.api, start=start)
-    for line, at in _lines(response, request.max_response_bytes, arrived):
-        if stream.feed(line, at):
-            return stream.outcome(at - start)
-    raise _Failure(Reason.INCOMPLETE, "stream ended before the done chunk")
+        raise backend.status_failure(response.status_code, _error_body(response, request))
+    parser = backend.stream_parser(request)
+    ttft_s: float | None = None
+    answer: list[str] = []
+    for line, final, at in _lines(response, request.max_response_bytes, arrived):
+        chunk = parser.feed(line, final=final)
+        if chunk is None:
+            continue
+        if chunk.produced and ttft_s is None:
+            ttft_s = at - start
+        answer.append(chunk.text)
+        if chunk.done:
+            return ProbeOutcome(None, "ok", at - start, ttft_s, "".join(answer), chunk.reported)
+    raise ProbeFailure(Reason.INCOMPLETE, "stream ended before the done chunk")
 
 
-def _lines(response: httpx.Response, cap: int, arrived: Clock) -> Iterator[tuple[bytes, float]]:
-    """Split the body into lines, each with the time its last byte arrived; stop past `cap`."""
+def _lines(
+    response: httpx.Response, cap: int, arrived: Clock
+) -> Iterator[tuple[bytes, bool, float]]:
+    """Split the body into lines, each with the time its last byte arrived; stop past `cap`.
+    The last, unterminated fragment of a body comes with `final` set."""
     received = 0
     pending = b""
     for chunk in response.iter_bytes():
         at = arrived()
         received += len(chunk)
         if received > cap:
-            raise _Failure(Reason.INVALID_RESPONSE, f"reply larger than {cap} bytes")
+            raise ProbeFailure(Reason.INVALID_RESPONSE, f"reply larger than {cap} bytes")
         pending += chunk
         *lines, pending = pending.split(b"\n")
         for line in lines:
-            yield line, at
+            yield line, False, at
     if pending.strip():
-        # Ollama ends every line with a newline; a fragment that is not a whole JSON object
-        # means the connection closed mid-line.
-        if not _is_json(pending):
-            raise _Failure(Reason.INCOMPLETE, "stream ended inside a line")
-        yield pending, arrived()
+        yield pending, True, arrived()
 
 
-def _is_json(raw: bytes) -> bool:
-    try:
-        json.loads(raw)
-    except (ValueError, RecursionError):
-        return False
-    return True
-
-
-def _status_failure(response: httpx.Response, cap: int) -> _Failure:
+def _error_body(response: httpx.Response, request: ProbeRequest) -> bytes:
+    """The start of an error reply: enough for its message, never the whole of a huge one."""
     raw = b""
     for chunk in response.iter_bytes():
         raw += chunk
-        if len(raw) > min(cap, 65536):
+        if len(raw) > min(request.max_response_bytes, ERROR_BODY_BYTES):
             break
-    text = _error_text(raw)
-    if response.status_code == 404 and _MODEL_NOT_FOUND.search(text):
-        return _Failure(Reason.MODEL_NOT_FOUND, text)
-    return _Failure(Reason.HTTP_STATUS, f"HTTP {response.status_code}: {text}".rstrip(": "))
-
-
-def _error_text(raw: bytes) -> str:
-    text = raw.decode("utf-8", errors="replace").strip()
-    try:
-        parsed = json.loads(text)
-    except (ValueError, RecursionError):
-        return text[:300]
-    error = parsed.get("error") if isinstance(parsed, dict) else None
-    if isinstance(error, str):
-        return error[:300]
-    return text[:300]
-
-
-@dataclass
-class _StreamState:
-    """Accumulates NDJSON chunks of one streamed answer."""
-
-    api: str
-    start: float
-    ttft_s: float | None = None
-    answer: list[str] = field(default_factory=list)
-    server: ServerTimings | None = None
-
-    def feed(self, line: bytes, now: float) -> bool:
-        """Take one line; True once the done chunk has been read."""
-        if not line.strip():
-            return False
-        chunk = _decode(line)
-        if "error" in chunk:
-            raise _Failure(Reason.STREAM_ERROR, str(chunk["error"])[:300])
-        text, produced = self._content(chunk)
-        if produced and self.ttft_s is None:
-            self.ttft_s = now - self.start
-        self.answer.append(text)
-        if chunk.get("done") is True:
-            self.server = _timings(chunk)
-            return True
-        return False
-
-    def _content(self, chunk: dict[str, Any]) -> tuple[str, bool]:
-        if self.api == "chat":
-            message = chunk.get("message", {})
-            if not isinstance(message, dict):
-                raise _Failure(Reason.INVALID_RESPONSE, "chat chunk without a message object")
-            source: dict[str, Any] = message
-            text_key = "content"
-        else:
-            source, text_key = chunk, "response"
-        text = _optional_str(source, text_key)
-        thinking = _optional_str(source, "thinking")
-        return text, bool(text or thinking or source.get("tool_calls"))
-
-    def outcome(self, elapsed: float) -> ProbeOutcome:
-        return ProbeOutcome(None, "ok", elapsed, self.ttft_s, "".join(self.answer), self.server)
-
-
-def _decode(line: bytes) -> dict[str, Any]:
-    try:
-        chunk = json.loads(line.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise _Failure(Reason.INVALID_RESPONSE, "a line is not valid UTF-8") from None
-    except (ValueError, RecursionError):
-        raise _Failure(Reason.INVALID_RESPONSE, f"a line is not JSON: {line[:80]!r}") from None
-    if not isinstance(chunk, dict):
-        raise _Failure(Reason.INVALID_RESPONSE, "a line is not a JSON object")
-    return chunk
-
-
-def _optional_str(source: Mapping[str, Any], key: str) -> str:
-    value = source.get(key)
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise _Failure(Reason.INVALID_RESPONSE, f"field {key!r} is not a string")
-    return value
-
-
-def _timings(chunk: Mapping[str, Any]) -> ServerTimings:
-    """Read the final chunk's figures; each is optional (omitempty drops zeros)."""
-
-    def seconds(key: str) -> float | None:
-        value = _optional_int(chunk, key)
-        return None if value is None else value / 1e9
-
-    reason = chunk.get("done_reason")
-    return ServerTimings(
-        total_s=seconds("total_duration"),
-        load_s=seconds("load_duration"),
-        prompt_eval_s=seconds("prompt_eval_duration"),
-        eval_s=seconds("eval_duration"),
-        prompt_tokens=_optional_int(chunk, "prompt_eval_count"),
-        eval_count=_optional_int(chunk, "eval_count"),
-        done_reason=reason if isinstance(reason, str) else None,
-    )
-
-
-def _optional_int(chunk: Mapping[str, Any], key: str) -> int | None:
-    value = chunk.get(key)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _Failure(Reason.INVALID_RESPONSE, f"field {key!r} is not an integer")
-    return value
+    return raw

@@ -99,10 +99,10 @@ def _row(item: ProbeResult | ProbeSkip, fastest: dict[tuple[str, str], float]) -
     }
     if isinstance(item, ProbeSkip):
         return {**base, "result": f"skipped ({item.reason})"}
-    outcome, server = item.outcome, item.outcome.server
+    outcome, reported = item.outcome, item.outcome.reported
     rate = None
-    if server and server.eval_count and server.eval_s:
-        rate = server.eval_count / server.eval_s
+    if reported and reported.eval_count and reported.eval_s:
+        rate = reported.eval_count / reported.eval_s
     relative = None
     if outcome.success and outcome.duration_s > 0:
         relative = fastest[(item.key.target, item.key.prompt)] / outcome.duration_s
@@ -112,8 +112,8 @@ def _row(item: ProbeResult | ProbeSkip, fastest: dict[tuple[str, str], float]) -
         "detail": outcome.detail,
         "duration_s": outcome.duration_s,
         "ttft_s": outcome.ttft_s,
-        "load_s": server.load_s if server else None,
-        "tokens": server.eval_count if server else None,
+        "load_s": reported.load_s if reported else None,
+        "tokens": reported.eval_count if reported else None,
         "tokens_per_s": rate,
         "chars": item.response_characters if outcome.success else None,
         "words": item.response_words if outcome.success else None,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from prometheus_client import utils
 
-from exporter.probe import ServerTimings
+from exporter.probe import BackendTimings
 from exporter.results import (
     DURATION_BUCKETS,
     SKIP_REASONS,
@@ -360,20 +360,20 @@ def _gauges(tally: JobTally) -> dict[Family, float | None]:
         gauges[LAST_SUCCESS] = success.finished_at
         gauges[ANSWER["response_characters"]] = success.response_characters
         gauges[ANSWER["response_words"]] = success.response_words
-    if tally.server is not None:
-        for name, value in server_figures(tally.server).items():
+    if tally.reported is not None:
+        for name, value in reported_figures(tally.reported).items():
             # Ollama omits zero values (omitempty): a missing figure is 0, not unknown.
             gauges[ANSWER[name]] = value or 0
     return gauges
 
 
-def server_figures(server: ServerTimings) -> Mapping[str, float | None]:
+def reported_figures(reported: BackendTimings) -> Mapping[str, float | None]:
     """Ollama's own figures of an answer, keyed by their gauge in ANSWER."""
     return {
-        "server_total_duration_seconds": server.total_s,
-        "load_duration_seconds": server.load_s,
-        "prompt_eval_duration_seconds": server.prompt_eval_s,
-        "eval_duration_seconds": server.eval_s,
-        "response_tokens": server.eval_count,
-        "prompt_tokens": server.prompt_tokens,
+        "server_total_duration_seconds": reported.total_s,
+        "load_duration_seconds": reported.load_s,
+        "prompt_eval_duration_seconds": reported.prompt_eval_s,
+        "eval_duration_seconds": reported.eval_s,
+        "response_tokens": reported.eval_count,
+        "prompt_tokens": reported.prompt_tokens,
     }

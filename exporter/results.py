@@ -18,7 +18,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from exporter.gpu import ProbeGpuUsage
-from exporter.probe import ProbeOutcome, Reason, ServerTimings
+from exporter.probe import BackendTimings, ProbeOutcome, Reason
 
 # Histogram bounds of the probe series: a tally counts each observation into its bucket when it
 # arrives, since the value itself is not kept.
@@ -152,7 +152,7 @@ class JobTally:
     interval_s: float | None = None  # the effective interval, known once the job ran
     cold_start: bool | None = None  # as the last probe that could tell found it
     last_ttft_s: float | None = None  # of the last successful probe that had one
-    server: ServerTimings | None = None  # of the last successful probe that had them
+    reported: BackendTimings | None = None  # of the last successful probe that had them
     tokens_per_second: float | None = None
     checks_passed: Mapping[str, bool] = field(default_factory=dict)  # as last answered
     gpu_utilization: Mapping[GpuKey, float] = field(default_factory=dict)
@@ -202,7 +202,7 @@ class JobTally:
         )
 
     def _success(self, result: ProbeResult) -> dict[str, object]:
-        outcome, server = result.outcome, result.outcome.server
+        outcome, reported = result.outcome, result.outcome.reported
         change: dict[str, object] = {
             "last_success": result,
             "duration": self.duration.after(outcome.duration_s),
@@ -210,12 +210,12 @@ class JobTally:
         if outcome.ttft_s is not None:
             change["ttft"] = self.ttft.after(outcome.ttft_s)
             change["last_ttft_s"] = outcome.ttft_s
-        if server is not None:
-            change["server"] = server
-            if server.eval_count and server.eval_s:
-                change["generated_tokens"] = self.generated_tokens + server.eval_count
-                change["eval_seconds"] = self.eval_seconds + server.eval_s
-                change["tokens_per_second"] = server.eval_count / server.eval_s
+        if reported is not None:
+            change["reported"] = reported
+            if reported.eval_count and reported.eval_s:
+                change["generated_tokens"] = self.generated_tokens + reported.eval_count
+                change["eval_seconds"] = self.eval_seconds + reported.eval_s
+                change["tokens_per_second"] = reported.eval_count / reported.eval_s
         if result.checks:
             change["checks_passed"] = {**self.checks_passed, **result.checks}
             failures = {**self.check_failures}

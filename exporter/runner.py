@@ -10,19 +10,17 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
+from exporter.backends import RunningModel
 from exporter.checks import run_checks
 from exporter.config import Config, PromptConfig
 from exporter.gpu import GpuReader, ProbeGpuSampler, ProbeGpuUsage
-from exporter.ollama import RunningModel, model_key
-from exporter.probe import ProbeOutcome, ProbeRequest, Reason, Watchdog, run_probe
+from exporter.probe import ProbeOutcome, ProbeRequest, Watchdog, run_probe
 from exporter.redact import printable
 from exporter.results import JobKey, ProbeResult, ProbeSkip
 from exporter.targets import Target
@@ -61,7 +59,8 @@ class ProbeRunner:
         """Probe once; None when the probe was cancelled by shutdown (nothing published)."""
         probe = self.config.probe
         resident = spec.target.resident(min(5.0, probe.timeout))
-        running = None if resident is None else resident.get(model_key(spec.model))
+        backend = spec.target.backend
+        running = None if resident is None else resident.get(backend.model_key(spec.model))
         if probe.only_loaded and running is None:
             reason = "residency_unknown" if resident is None else "not_loaded"
             return self._publish_skip(spec, reason, interval_s)
@@ -76,7 +75,7 @@ class ProbeRunner:
             outcome=outcome,
             finished_at=self._wall(),
             interval_s=interval_s,
-            cold_start=_cold_start(outcome, resident, running),
+            cold_start=backend.cold_start(outcome.reason, resident, running),
             checks=run_checks(spec.prompt.checks, outcome.answer) if outcome.success else {},
             gpu=gpu,
             vram_bytes=running.vram_bytes if running is not None else None,
@@ -108,28 +107,20 @@ class ProbeRunner:
             max_response_bytes=self.config.probe.max_response_bytes,
             options=prompt.options,
             think=prompt.think,
-            keep_alive=self._keep_alive(running),
+            keep_alive=spec.target.backend.keep_alive(self.config.probe, running),
             headers=target.headers,
         )
-
-    def _keep_alive(self, running: RunningModel | None) -> int | float | str | None:
-        probe = self.config.probe
-        if probe.preserve_residency and running is not None and running.expires_at is not None:
-            # Send what is left of the model's lifetime so the probe does not extend it.
-            left = (running.expires_at - datetime.now(UTC)).total_seconds()
-            return max(1, math.ceil(left))
-        value: int | float | str | None = probe.keep_alive
-        return value
 
     def _measure(
         self, spec: JobSpec, request: ProbeRequest
     ) -> tuple[ProbeOutcome, tuple[ProbeGpuUsage, ...]]:
         dog = Watchdog(request.timeout)
+        client, backend = spec.target.probe_client, spec.target.backend
         with self._tracked(dog):
             if not self._samples_gpu(spec):
-                return run_probe(spec.target.probe_client, request, watchdog=dog), ()
+                return run_probe(client, backend, request, watchdog=dog), ()
             with ProbeGpuSampler(self._gpu) as sampler:
-                outcome = run_probe(spec.target.probe_client, request, watchdog=dog)
+                outcome = run_probe(client, backend, request, watchdog=dog)
             return outcome, sampler.usage()
 
     def _samples_gpu(self, spec: JobSpec) -> bool:
@@ -185,20 +176,6 @@ class ProbeRunner:
             reason,
         )
         return skip
-
-
-def _cold_start(
-    outcome: ProbeOutcome,
-    resident: dict[str, RunningModel] | None,
-    running: RunningModel | None,
-) -> bool | None:
-    """Whether the probe had to load its model; None when that is unknown or meaningless.
-
-    A model Ollama does not have was not loaded: absent from /api/ps, it is still no cold start.
-    """
-    if resident is None or outcome.reason is Reason.MODEL_NOT_FOUND:
-        return None
-    return running is None
 
 
 def _loggable(key: JobKey) -> tuple[str, str, str]:

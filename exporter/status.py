@@ -237,22 +237,23 @@ def _failing(state: JobState, now: float) -> str:
 def _figures(item: ProbeResult | ProbeSkip) -> list[str]:
     if isinstance(item, ProbeSkip):
         return [NONE] * 4
-    outcome, server = item.outcome, item.outcome.server
+    outcome, reported = item.outcome, item.outcome.reported
     duration = f"{outcome.duration_s:.3f} s"
     if outcome.ttft_s is not None:
         duration += f"<br>first token {outcome.ttft_s:.3f} s"
-    if server is not None and server.eval_count and server.eval_s:
-        duration += f"<br>{server.eval_count / server.eval_s:.1f} tokens/s"
+    if reported is not None and reported.eval_count and reported.eval_s:
+        duration += f"<br>{reported.eval_count / reported.eval_s:.1f} tokens/s"
     cold = {True: "cold start", False: "warm", None: "residency unknown"}[item.cold_start]
-    load = cold if server is None or server.load_s is None else f"{cold}, {server.load_s:.3f} s"
+    load_s = None if reported is None else reported.load_s
+    load = cold if load_s is None else f"{cold}, {load_s:.3f} s"
     return [duration, load, _answer(item), _checks(item)]
 
 
 def _answer(item: ProbeResult) -> str:
     lines = []
-    server = item.outcome.server
-    if server is not None and server.eval_count is not None:
-        lines.append(f"{server.eval_count} tokens ({server.prompt_tokens or 0} prompt tokens)")
+    reported = item.outcome.reported
+    if reported is not None and reported.eval_count is not None:
+        lines.append(f"{reported.eval_count} tokens ({reported.prompt_tokens or 0} prompt tokens)")
     if item.outcome.success:
         lines.append(f"{item.response_characters} characters, {item.response_words} words")
     return "<br>".join(lines) or NONE

@@ -1,9 +1,10 @@
-"""What the exporter knows about each Ollama server: its probe-able models and its health.
+"""What the exporter knows about each server: its probe-able models and its health.
 
-Inventory (/api/tags, plus /api/show once per new model) decides which models get probe jobs.
-A failed or empty listing keeps the last good inventory, so an Ollama restart never makes
-series vanish. Health (/api/version, /api/ps) feeds availability and residency. A Target keeps
-all of this as state, with a version bumped at every change; the exposition builds the
+Inventory (the backend's listing, plus its capabilities once per new model) decides which
+models get probe jobs. A failed or empty listing keeps the last good inventory, so a server
+restart never makes series vanish. Health (the version, the resident models) feeds
+availability and residency. Every server call goes through the target's backend. A Target
+keeps all of this as state, with a version bumped at every change; the exposition builds the
 per-target series from the live targets at scrape time (exporter.target_series).
 """
 
@@ -21,10 +22,16 @@ from dataclasses import dataclass
 import certifi
 import httpx
 
+from exporter.backends import (
+    ApiClient,
+    BackendApiError,
+    ListedModel,
+    RunningModel,
+    backend_named,
+)
 from exporter.config import Config, TargetConfig
 from exporter.duty import DutyCycle
 from exporter.health import HealthTracker
-from exporter.ollama import ListedModel, OllamaApi, OllamaApiError, RunningModel, model_key
 from exporter.redact import Redactor, printable
 
 log = logging.getLogger(__name__)
@@ -48,14 +55,15 @@ class Residency:
 
 
 class Target:
-    """One Ollama server: its API, its last good inventory, its health."""
+    """One server: its backend and API, its last good inventory, its health."""
 
     def __init__(
         self, config: TargetConfig, api_client: httpx.Client, probe_client: httpx.Client
     ) -> None:
         self.config = config
         self.name = config.name
-        self.api = OllamaApi(api_client, config.url, config.headers)
+        self.backend = backend_named(config.backend)
+        self.api = ApiClient(api_client, config.url, config.headers)
         self.probe_client = probe_client
         self.redact = Redactor(config.headers.values())
         self.duty = DutyCycle(1.0)  # limit set by the scheduler; kept across reloads
@@ -91,8 +99,8 @@ class Target:
         before any listing worked: they get jobs, which fail with `connect` while Ollama is down.
         """
         try:
-            listed = self.api.list_models(timeout)
-        except OllamaApiError as exc:
+            listed = self.backend.list_models(self.api, timeout)
+        except BackendApiError as exc:
             error = self.redact(str(exc))
             if self.listing_error is None:  # said once per outage, not at every retry
                 kept = ", keeping the last one" if self._listed is not None else ""
@@ -123,7 +131,7 @@ class Target:
         inventory = self._select(config, self._listed or (), timeout)
         with self._lock:
             before, self._inventory = self._inventory, inventory
-            self._labels = {model_key(label): label for label in inventory.models}
+            self._labels = {self.backend.model_key(label): label for label in inventory.models}
             self._version += 1
         _log_selection(self.name, before, inventory, cause)
 
@@ -132,10 +140,10 @@ class Target:
             return self._discover(config, listed, timeout)
         # Configured names are probed even when unlisted: a deleted model must show up as
         # model_not_found failures, not as silence.
-        by_key = {model_key(m.name): m for m in listed}
+        by_key = {self.backend.model_key(m.name): m for m in listed}
         return Inventory(
             {
-                name: by_key.get(model_key(name), _unlisted(name))
+                name: by_key.get(self.backend.model_key(name), _unlisted(name))
                 for name in config.models
                 if not _excluded(name, config.exclude_models)
             }
@@ -173,8 +181,10 @@ class Target:
             return model.capabilities
         if model.name not in self._capabilities:
             try:
-                self._capabilities[model.name] = self.api.capabilities(model.name, timeout)
-            except OllamaApiError as exc:
+                self._capabilities[model.name] = self.backend.capabilities(
+                    self.api, model.name, timeout
+                )
+            except BackendApiError as exc:
                 log.warning(
                     "target %s: /api/show %s failed, assuming it generates: %s",
                     self.name,
@@ -185,11 +195,11 @@ class Target:
         return self._capabilities[model.name]
 
     def check_health(self, timeout: float) -> None:
-        """One /api/version check (availability) and one /api/ps read (residency)."""
+        """One version check (availability) and one read of the resident models (residency)."""
         error = None
         try:
-            version: str | None = self.api.version(timeout)
-        except OllamaApiError as exc:
+            version: str | None = self.backend.version(self.api, timeout)
+        except BackendApiError as exc:
             version, error = None, self.redact(str(exc))
         self.health.checked(version, error)  # logs only when the target goes down or comes back
         with self._lock:
@@ -197,8 +207,8 @@ class Target:
         if version is None:
             return
         try:
-            running = self.api.running(timeout)
-        except OllamaApiError as exc:
+            running = self.backend.running(self.api, timeout)
+        except BackendApiError as exc:
             log.warning("target %s: /api/ps failed: %s", self.name, self.redact(str(exc)))
             return
         self.note_residency(running)
@@ -207,20 +217,20 @@ class Target:
         """Keep an /api/ps reading, by label value, for the residency series."""
         with self._lock:
             labels = self._labels
-            resident = {labels.get(model_key(m.name), m.name): m for m in running}
+            resident = {labels.get(self.backend.model_key(m.name), m.name): m for m in running}
             self._residency = Residency(tuple(sorted(labels.values())), resident)
             self._version += 1
 
     def resident(self, timeout: float) -> dict[str, RunningModel] | None:
         """The resident models by model_key, or None when /api/ps fails."""
         try:
-            running = self.api.running(timeout)
-        except OllamaApiError as exc:
+            running = self.backend.running(self.api, timeout)
+        except BackendApiError as exc:
             log.warning(
                 "target %s: /api/ps failed before a probe: %s", self.name, self.redact(str(exc))
             )
             return None
-        return {model_key(m.name): m for m in running}
+        return {self.backend.model_key(m.name): m for m in running}
 
 
 # How many model names the first selection's log line names before it only counts the rest.
@@ -276,7 +286,8 @@ def http_clients(config: TargetConfig) -> tuple[httpx.Client, httpx.Client]:
     """Clients for a target's read endpoints and for its probes.
 
     Probes get no connection reuse: each opens its own connection, so the watchdog can reach
-    its socket and a probe's timing includes the connect, as a user's first request would.
+    its socket and its deadline covers the connect. The probe's clock starts only as the
+    request goes out, after the connect (exporter.probe.run_probe).
     """
     verify: ssl.SSLContext | bool = False
     if not config.tls_insecure_skip_verify:

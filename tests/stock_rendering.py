@@ -15,9 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from exporter import __version__
 from exporter import probe_series as m
+from exporter.backends import ListedModel, RunningModel
 from exporter.exporter_series import LAG_BUCKETS
-from exporter.ollama import ListedModel, RunningModel
-from exporter.probe import Reason, ServerTimings
+from exporter.probe import BackendTimings, Reason
 from exporter.results import JobKey, ProbeResult, ProbeSkip
 
 JOB = ("target", "model", "prompt")
@@ -118,7 +118,7 @@ class StockProbeMetrics:
     def _observe_success(self, result: ProbeResult) -> None:
         labels = result.key.labels()
         outcome = result.outcome
-        server = outcome.server
+        server = outcome.reported
         self.duration.labels(*labels).observe(outcome.duration_s)
         self.last_success.labels(*labels).set(result.finished_at)
         if outcome.ttft_s is not None:
@@ -127,7 +127,7 @@ class StockProbeMetrics:
         self.answer["response_characters"].labels(*labels).set(result.response_characters)
         self.answer["response_words"].labels(*labels).set(result.response_words)
         if server is not None:
-            self._observe_server(labels, server)
+            self._observe_reported(labels, server)
         for check, passed in result.checks.items():
             self.check_passed.labels(*labels, check).set(1 if passed else 0)
             if not passed:
@@ -139,8 +139,8 @@ class StockProbeMetrics:
             if usage.peak_memory_used_bytes is not None:
                 self.gpu_peak.labels(*gpu_labels).set(usage.peak_memory_used_bytes)
 
-    def _observe_server(self, labels: tuple[str, str, str], server: ServerTimings) -> None:
-        for name, value in m.server_figures(server).items():
+    def _observe_reported(self, labels: tuple[str, str, str], server: BackendTimings) -> None:
+        for name, value in m.reported_figures(server).items():
             # Ollama omits zero values (omitempty): a missing figure is 0, not unknown.
             self.answer[name].labels(*labels).set(value or 0)
         if server.eval_count and server.eval_s:

@@ -78,6 +78,7 @@ INVALID_CASES: dict[str, list[str]] = {
         "prompts[0].think: 'maximum' is not true, false, 'low', 'medium' or 'high'",
     ],
     "invalid-gpu.yaml": ["targets[0].gpu: 'sometimes' is not true, false or 'auto'"],
+    "invalid-backend.yaml": ["targets[0].backend: 'openai' is not 'ollama'"],
     "invalid-duty-cycle.yaml": ["probe.max_duty_cycle: 1.5 is above the maximum 1"],
     "invalid-not-yaml.yaml": ["not valid YAML: expected ',' or ']', but got ':' (line 3)"],
     "invalid-not-mapping.yaml": ["the top level must be a mapping of keys"],
@@ -659,7 +660,7 @@ def test_no_warning_without_load_time_options(caplog: pytest.LogCaptureFixture) 
 
 CONTRACT_KEYS = [
     "targets", "models", "exclude_models", "prompts", "probe", "gpu", "web",
-    "name", "url", "headers", "tls_ca_file", "tls_insecure_skip_verify", "max_models",
+    "name", "url", "backend", "headers", "tls_ca_file", "tls_insecure_skip_verify", "max_models",
     "id", "text", "api", "interval", "think", "cache_bust", "options", "checks",
     "min_words", "contains_any", "regex", "language", "timeout", "health_interval",
     "inventory_interval", "concurrency_per_target", "keep_alive", "preserve_residency",
@@ -709,6 +710,7 @@ targets = section(
         "url": field(URLS),
         "headers": st.dictionaries(keys, field(HEADER_VALUES), max_size=2),
         "gpu": field(CHOICES),
+        "backend": field(["ollama", "openai", "Ollama"]),
         "max_models": field(NUMBERS),
     }
 )

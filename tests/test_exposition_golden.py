@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from exporter.backends import ListedModel, RunningModel
 from exporter.exporter_series import LoadState
 from exporter.exposition import Exposition
 from exporter.gpu import GpuDevice, GpuProcess, GpuSnapshot, ProbeGpuUsage
 from exporter.gpu_collector import GpuCollector
-from exporter.ollama import ListedModel, RunningModel
-from exporter.probe import ProbeOutcome, Reason, ServerTimings
+from exporter.probe import BackendTimings, ProbeOutcome, Reason
 from exporter.results import JobKey, ProbeResult, ResultStore
 from tests.fakes.gpu import FixedGpuReader
 from tests.fakes.static_target import StaticTarget
@@ -78,7 +78,7 @@ class State:
 
 def _success(key: JobKey, seconds: float) -> ProbeResult:
     answer = "Awokado zawiera potas i błonnik, a także zdrowe tłuszcze. " * 8
-    server = ServerTimings(
+    server = BackendTimings(
         total_s=seconds - 0.01,
         load_s=0.012,
         prompt_eval_s=0.2,

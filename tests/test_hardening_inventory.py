@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from exporter.backends.ollama import OLLAMA
 from exporter.config import load_config
 from exporter.gpu import DisabledGpuReader
 from exporter.probe import ProbeRequest, Reason, run_probe
@@ -241,7 +242,9 @@ def test_404_naming_a_model_with_a_newline_is_model_not_found() -> None:
         return httpx.Response(404, json={"error": f"model '{name}' not found"})
 
     with httpx.Client(transport=httpx.MockTransport(not_found)) as client:
-        outcome = run_probe(client, ProbeRequest("http://t", "chat", name, "hi", 5.0, 1 << 20))
+        outcome = run_probe(
+            client, OLLAMA, ProbeRequest("http://t", "chat", name, "hi", 5.0, 1 << 20)
+        )
     assert outcome.reason is Reason.MODEL_NOT_FOUND, outcome
 
 

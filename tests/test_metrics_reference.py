@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 
 from exporter.exposition import Exposition
 from exporter.gpu import ProbeGpuUsage
-from exporter.probe import ProbeOutcome, Reason, ServerTimings
+from exporter.probe import BackendTimings, ProbeOutcome, Reason
 from exporter.probe_series import ProbeSeries
 from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
 from tests.fakes.static_target import StaticTarget
@@ -70,7 +70,7 @@ def _result(key: JobKey, rng: random.Random, i: int) -> ProbeResult:
         outcome = ProbeOutcome(reason, "detail", rng.uniform(0, 700))
         return ProbeResult(key, outcome, 1.79e9 + i, rng.choice([60.0, 300.0, 1e7]), cold)
     seconds = rng.choice([0.0, 0.1, 0.25, 1e-9, 59.999, 60.0, 600.0, 601.0, rng.uniform(0, 700)])
-    server = ServerTimings(
+    server = BackendTimings(
         total_s=rng.choice([None, seconds]),
         load_s=rng.choice([None, 0.0, 0.5]),
         prompt_eval_s=rng.choice([None, 0.2]),

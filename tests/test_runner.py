@@ -409,9 +409,9 @@ def test_prompt_options_think_and_target_headers_are_sent(
     assert record.body["think"] is False
     assert record.headers["authorization"] == "Bearer s3cret"
     # num_predict reached Ollama: it stopped after 3 tokens.
-    assert result.outcome.server is not None
-    assert result.outcome.server.eval_count == 3
-    assert result.outcome.server.done_reason == "length"
+    assert result.outcome.reported is not None
+    assert result.outcome.reported.eval_count == 3
+    assert result.outcome.reported.done_reason == "length"
 
 
 # --- checks -------------------------------------------------------------------------------
@@ -505,7 +505,7 @@ def test_success_reaches_the_store_and_every_series(double: OllamaDouble, client
     rig = Rig(double, clients)
     result = rig.probe(WARM)
     outcome = result.outcome
-    assert outcome.success and outcome.server is not None and outcome.ttft_s is not None
+    assert outcome.success and outcome.reported is not None and outcome.ttft_s is not None
     assert rig.store.latest() == {JobKey("local", WARM, "avocado"): result}
     assert result.finished_at == WALL
     assert result.interval_s == 300.0
@@ -523,10 +523,10 @@ def test_success_reaches_the_store_and_every_series(double: OllamaDouble, client
     assert rig.job("ollama_probe_response_tokens") == ANSWER_TOKENS
     assert rig.job("ollama_probe_prompt_tokens") == 11
     assert rig.job("ollama_probe_generated_tokens_total") == ANSWER_TOKENS
-    assert outcome.server.eval_s is not None
-    assert rig.job("ollama_probe_eval_seconds_total") == pytest.approx(outcome.server.eval_s)
+    assert outcome.reported.eval_s is not None
+    assert rig.job("ollama_probe_eval_seconds_total") == pytest.approx(outcome.reported.eval_s)
     assert rig.job("ollama_probe_tokens_per_second") == pytest.approx(
-        ANSWER_TOKENS / outcome.server.eval_s
+        ANSWER_TOKENS / outcome.reported.eval_s
     )
     assert rig.job("ollama_probe_last_run_timestamp_seconds") == WALL
     assert rig.job("ollama_probe_last_success_timestamp_seconds") == WALL

@@ -18,7 +18,7 @@ from exporter import __version__
 from exporter.config import load_config
 from exporter.gpu import DisabledGpuReader
 from exporter.health import TargetHealth
-from exporter.probe import ProbeOutcome, Reason, ServerTimings
+from exporter.probe import BackendTimings, ProbeOutcome, Reason
 from exporter.results import FailureStreak, JobKey, JobState, ProbeResult, ProbeSkip
 from exporter.service import ReloadOutcome, Service
 from exporter.status import EXCERPT_CHARS, REFRESH_S, StatusSnapshot, render_status, snapshot_of
@@ -128,7 +128,7 @@ def result(
     checks: dict[str, bool] | None = None,
     at: float = NOW - 30,
     cold: bool | None = False,
-    server: ServerTimings | None = None,
+    reported: BackendTimings | None = None,
 ) -> ProbeResult:
     outcome = ProbeOutcome(
         reason=reason,
@@ -136,7 +136,7 @@ def result(
         duration_s=2.5 if reason is None else 0.012,
         ttft_s=0.25 if reason is None else None,
         answer=answer,
-        server=server,
+        reported=reported,
     )
     return ProbeResult(
         key, outcome, finished_at=at, interval_s=300.0, cold_start=cold, checks=checks or {}
@@ -227,9 +227,9 @@ def test_an_up_target_shows_version_since_and_its_last_listing() -> None:
 
 
 def test_a_good_probe_shows_its_figures_and_no_ok_ok() -> None:
-    server = ServerTimings(load_s=3.2, prompt_tokens=26, eval_count=100, eval_s=2.0)
+    reported = BackendTimings(load_s=3.2, prompt_tokens=26, eval_count=100, eval_s=2.0)
     answer = "Awokado ma dużo potasu."
-    ok = result(GEMMA, answer=answer, checks={"min_words": True}, cold=True, server=server)
+    ok = result(GEMMA, answer=answer, checks={"min_words": True}, cold=True, reported=reported)
     row_tag, row = snap({GEMMA: state(ok)}).row_of("jobs", model="gemma3:12b")
     assert row_tag.css == {"ok"}
     assert row["ended"] == "2025-12-04 15:44:07 UTC | 30 s ago"

@@ -1,4 +1,4 @@
-"""Target: which models get probe jobs (inventory), health, residency, and Ollama's read API.
+"""Target: which models get probe jobs (inventory), health and residency, over its backend.
 
 Mostly against the Ollama double over loopback; listings the double cannot produce (entries
 without capabilities, odd bodies) come from a small httpx.MockTransport stand-in for Ollama.
@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.backends.ollama import model_key
 from exporter.config import Config, parse_config
 from exporter.exposition import Exposition
-from exporter.ollama import OllamaApi, OllamaApiError, model_key
 from exporter.targets import Target
 from tests.fakes.ollama_double import ModelScript, OllamaDouble
 
@@ -79,30 +78,6 @@ class Setup:
 
 def on_double(double: OllamaDouble, clients: Any, **top: Any) -> Setup:
     return Setup(config(double.url, **top), *clients)
-
-
-# --- model names --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("name", "key"),
-    [
-        ("llama3.2", "llama3.2:latest"),
-        ("llama3.2:latest", "llama3.2:latest"),
-        ("LLAMA3.2", "llama3.2:latest"),
-        ("Llama3.2:Latest", "llama3.2:latest"),
-        ("gemma3:12b", "gemma3:12b"),
-        (" gemma3:12b ", "gemma3:12b"),
-        ("registry.local:5000/library/llama3.2", "registry.local:5000/library/llama3.2:latest"),
-        ("hf.co/bartowski/Llama-3.2-1B-GGUF:Q4_K_M", "hf.co/bartowski/llama-3.2-1b-gguf:q4_k_m"),
-    ],
-)
-def test_model_key_matches_the_way_ollama_does(name: str, key: str) -> None:
-    assert model_key(name) == key
-
-
-def test_model_key_keeps_different_tags_apart() -> None:
-    assert model_key("llama3.2") != model_key("llama3.2:1b")
 
 
 # --- discovery ----------------------------------------------------------------------------
@@ -479,64 +454,3 @@ def test_resident_look_up_is_keyed_like_ollama(double: OllamaDouble, clients: An
     assert resident[model_key("Gemma3:12B")].vram_bytes == 7_500_000_000
     double.fail_endpoint("/api/ps", 500)
     assert setup.target.resident(5.0) is None
-
-
-# --- parsing Ollama's read endpoints ------------------------------------------------------
-
-
-def test_running_models_parse_expiry_as_an_aware_instant(
-    double: OllamaDouble, clients: Any
-) -> None:
-    # Ollama writes RFC 3339 with nanoseconds; the double says 5 minutes from now.
-    api = OllamaApi(clients[0], double.url)
-    [running] = api.running(5.0)
-    assert running.name == GEMMA
-    assert (running.size_bytes, running.vram_bytes) == (8_000_000_000, 7_500_000_000)
-    assert running.context_length == 4096
-    assert running.expires_at is not None
-    assert running.expires_at.tzinfo is not None
-    left = running.expires_at - datetime.now(UTC)
-    assert timedelta(seconds=290) < left <= timedelta(seconds=300)
-
-
-@pytest.mark.parametrize(
-    ("text", "expected"),
-    [
-        ("2026-08-21T10:00:00.123456789Z", datetime(2026, 8, 21, 10, 0, 0, 123456, UTC)),
-        ("2026-08-21T12:00:00.5+02:00", datetime(2026, 8, 21, 10, 0, 0, 500000, UTC)),
-        ("2026-08-21T10:00:00Z", datetime(2026, 8, 21, 10, 0, 0, tzinfo=UTC)),
-        ("2318-03-01T09:00:00.000000001-07:00", datetime(2318, 3, 1, 16, 0, 0, tzinfo=UTC)),
-    ],
-    ids=["nanoseconds-z", "offset", "whole-seconds", "forever"],
-)
-def test_expires_at_formats(text: str, expected: datetime) -> None:
-    entry = {"name": GEMMA, "size": 1, "size_vram": 1, "expires_at": text}
-    client = httpx.Client(
-        transport=httpx.MockTransport(lambda _: httpx.Response(200, json={"models": [entry]}))
-    )
-    [running] = OllamaApi(client, "http://ollama.test:11434").running(1.0)
-    assert running.expires_at == expected
-    assert running.expires_at is not None and running.expires_at.utcoffset() is not None
-
-
-@pytest.mark.parametrize(
-    "body",
-    [{"models": "nope"}, {"models": [1, 2]}, {"models": [{"size": 1}]}, ["models"]],
-    ids=["not-a-list", "not-objects", "no-name", "array-body"],
-)
-def test_bad_listing_bodies_are_api_errors(body: Any) -> None:
-    client = httpx.Client(transport=httpx.MockTransport(lambda _: httpx.Response(200, json=body)))
-    with pytest.raises(OllamaApiError):
-        OllamaApi(client, "http://ollama.test:11434").list_models(1.0)
-
-
-def test_listing_without_models_key_is_empty() -> None:
-    client = httpx.Client(transport=httpx.MockTransport(lambda _: httpx.Response(200, json={})))
-    assert OllamaApi(client, "http://ollama.test:11434").list_models(1.0) == []
-
-
-def test_api_sends_target_headers(double: OllamaDouble, clients: Any) -> None:
-    api = OllamaApi(clients[0], double.url + "/", {"Authorization": "Bearer t0k3n"})
-    api.version(5.0)
-    [record] = double.requests("/api/version")
-    assert record.headers["authorization"] == "Bearer t0k3n"

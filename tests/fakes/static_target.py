@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import httpx
 
+from exporter.backends import BackendApiError, ListedModel, RunningModel
 from exporter.config import Config, TargetConfig
-from exporter.ollama import ListedModel, OllamaApiError, RunningModel
 from exporter.targets import Target
 
 
@@ -26,7 +26,7 @@ class StaticApi:
 
     def version(self, timeout: float) -> str:
         if self.version_text is None:
-            raise OllamaApiError("connection refused")
+            raise BackendApiError("connection refused")
         return self.version_text
 
     def list_models(self, timeout: float) -> list[ListedModel]:
