@@ -8,34 +8,40 @@ this stand-in instead of a server.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 
 from exporter.backends import BackendApiError, ListedModel, RunningModel
+from exporter.backends.ollama import OLLAMA
 from exporter.config import Config, TargetConfig
 from exporter.targets import Target
 
 
-class StaticApi:
-    """Answers Target's calls from its attributes; `version` None fails the health check."""
+class StaticBackend:
+    """The Ollama backend with its read calls answered from attributes; `version_text` None
+    fails the health check. Everything else (model names, requests) is Ollama's own."""
 
     def __init__(self) -> None:
         self.version_text: str | None = None
         self.listed: list[ListedModel] = []
         self.resident: list[RunningModel] = []
 
-    def version(self, timeout: float) -> str:
+    def __getattr__(self, name: str) -> Any:
+        return getattr(OLLAMA, name)
+
+    def version(self, api: object, timeout: float) -> str:
         if self.version_text is None:
             raise BackendApiError("connection refused")
         return self.version_text
 
-    def list_models(self, timeout: float) -> list[ListedModel]:
+    def list_models(self, api: object, timeout: float) -> list[ListedModel]:
         return list(self.listed)
 
-    def running(self, timeout: float) -> list[RunningModel]:
+    def running(self, api: object, timeout: float) -> list[RunningModel]:
         return list(self.resident)
 
-    def capabilities(self, model: str, timeout: float) -> tuple[str, ...]:
+    def capabilities(self, api: object, model: str, timeout: float) -> tuple[str, ...]:
         return ("completion",)
 
 
@@ -51,8 +57,8 @@ class StaticTarget:
         self.target = Target(
             TargetConfig(name=name, url="http://ollama.test:11434"), client, client
         )
-        self.api = StaticApi()
-        self.target.api = self.api  # type: ignore[assignment]
+        self.api = StaticBackend()
+        self.target.backend = self.api  # type: ignore[assignment]
         self.config = config or Config()
 
     def health(self, version: str | None) -> None:
