@@ -129,7 +129,7 @@ class Writer(Protocol):
     ) -> None: ...
     def observe(self, result: ProbeResult) -> object: ...
     def schedule(self, target: str, lag_s: float, queue_wait_s: float) -> None: ...
-    def duty(self, target: str, duty: float, stretch: float) -> None: ...
+    def duty(self, target: str, busy_s: float, stretch: float, slots: int) -> None: ...
 
 
 class Baseline:
@@ -167,9 +167,10 @@ class Baseline:
         self.exporter.lag.labels(target).observe(max(lag_s, 0.0))
         self.exporter.queue_wait.labels(target).observe(queue_wait_s)
 
-    def duty(self, target: str, duty: float, stretch: float) -> None:
-        self.exporter.duty.labels(target).set(duty)
+    def duty(self, target: str, busy_s: float, stretch: float, slots: int) -> None:
+        self.exporter.busy.labels(target).inc(busy_s)
         self.exporter.stretch.labels(target).set(stretch)
+        self.exporter.slots.labels(target).set(slots)
 
     def render(self, gzipped: bool = False) -> tuple[bytes]:
         text = generate_latest(self.registry)
@@ -213,7 +214,7 @@ def fill(writer: Writer, size: tuple[int, int, int]) -> list[JobKey]:
         writer.residency(target, models, resident)
         for i in range(5):
             writer.schedule(target, 0.002 * i, 0.0)
-        writer.duty(target, 0.03, 1.0)
+        writer.duty(target, 0.03, 1.0, 1)
     for key in keys:
         writer.register_job(key, PROMPTS[key.prompt])
     for i, key in enumerate(keys * 3):

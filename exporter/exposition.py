@@ -147,9 +147,12 @@ class Exposition:
         self.exporter.queue_wait.labels(target).observe(queue_wait_s)
 
     @_write
-    def duty(self, target: str, duty: float, stretch: float) -> None:
-        self.exporter.duty.labels(target).set(duty)
+    def duty(self, target: str, busy_s: float, stretch: float, slots: int) -> None:
+        """Add a run's busy seconds (its probe's measured duration; 0 for a skip) and set the
+        target's interval stretch and concurrency slots."""
+        self.exporter.busy.labels(target).inc(busy_s)
         self.exporter.stretch.labels(target).set(stretch)
+        self.exporter.slots.labels(target).set(slots)
 
     def body(self, gzipped: bool = False) -> tuple[bytes, ...]:
         """The whole exposition as the pieces a scrape sends in order; gzip-compressed when asked.

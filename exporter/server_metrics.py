@@ -130,10 +130,16 @@ class ExporterMetrics:
             "Unix time of the last configuration load that succeeded (start-up included).",
             registry=registry,
         )
-        self.duty = Gauge(
-            "ollama_exporter_probe_duty_cycle_ratio",
-            "Share of wall time the target spent serving probes over the last hour, per "
-            "concurrency slot.",
+        self.busy = Counter(
+            "ollama_exporter_probe_busy_seconds",
+            "Seconds the target's probes ran (each probe's measured duration, counted when it "
+            "ends), summed over its concurrency slots.",
+            T,
+            registry=registry,
+        )
+        self.slots = Gauge(
+            "ollama_exporter_probe_concurrency_slots",
+            "The target's concurrency_per_target: probes of it that may run at once.",
             T,
             registry=registry,
         )
@@ -172,7 +178,7 @@ class ExporterMetrics:
         if target in self._targets:
             return
         self._targets.add(target)
-        self.duty.labels(target).set(0)
+        self.busy.labels(target)
         self.stretch.labels(target).set(1)
         self.models_dropped.labels(target).set(0)
         self.lag.labels(target)
@@ -180,5 +186,12 @@ class ExporterMetrics:
 
     def remove(self, target: str) -> None:
         self._targets.discard(target)
-        for metric in (self.duty, self.stretch, self.lag, self.queue_wait, self.models_dropped):
+        for metric in (
+            self.busy,
+            self.slots,
+            self.stretch,
+            self.lag,
+            self.queue_wait,
+            self.models_dropped,
+        ):
             metric.remove_by_labels({"target": target})

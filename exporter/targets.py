@@ -20,7 +20,6 @@ import certifi
 import httpx
 
 from exporter.config import Config, TargetConfig
-from exporter.duty import DutyCycle
 from exporter.exposition import Exposition
 from exporter.health import HealthTracker
 from exporter.ollama import ListedModel, OllamaApi, OllamaApiError, RunningModel, model_key
@@ -52,7 +51,6 @@ class Target:
         self.api = OllamaApi(api_client, config.url, config.headers)
         self.probe_client = probe_client
         self.redact = Redactor(config.headers.values())
-        self.duty = DutyCycle(1.0)  # limit set by the scheduler; kept across reloads
         self.health = HealthTracker(config.name)
         self._exposition = exposition
         self._lock = threading.Lock()

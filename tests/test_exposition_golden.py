@@ -7,6 +7,7 @@ and review the diff. Rules and dashboards tests read these files as the list of 
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -95,11 +96,14 @@ def good_state() -> Exposition:
     expires = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
     running = RunningModel("gemma3:12b", 8_000_000_000, 7_500_000_000, expires, 4096)
     exposition.residency("local", list(MODELS), {"gemma3:12b": running})
+    busy = 0.0
     for i, model in enumerate(MODELS):
         for prompt in PROMPTS:
-            exposition.observe(_success(JobKey("local", model, prompt), 37.4 + 7.5 * i))
+            result = _success(JobKey("local", model, prompt), 37.4 + 7.5 * i)
+            exposition.observe(result)
+            busy += result.outcome.duration_s
     exposition.schedule("local", 0.004, 0.0)
-    exposition.duty("local", 0.031, 1.0)
+    exposition.duty("local", busy, 1.0, 1)  # the scheduler adds each probe's duration
     return exposition
 
 
@@ -107,6 +111,7 @@ def failing_state() -> Exposition:
     exposition = _exposition(GpuSnapshot(up=False, devices=()))
     exposition.health("local", None)
     reasons = iter([Reason.CONNECT, Reason.TIMEOUT, Reason.MODEL_NOT_FOUND, Reason.INCOMPLETE])
+    durations = []
     for model in MODELS:
         for prompt in PROMPTS:
             reason = next(reasons)
@@ -114,6 +119,10 @@ def failing_state() -> Exposition:
             exposition.observe(
                 ProbeResult(JobKey("local", model, prompt), outcome, FINISHED_AT, 300.0, None)
             )
+            durations.append(outcome.duration_s)
+    # Failed probes kept the target busy too, a timeout for all of its timeout (one sum, so the
+    # file shows 120.006 rather than the float error of four additions).
+    exposition.duty("local", math.fsum(durations), 1.0, 1)
     exposition.reload_result(False, FINISHED_AT)
     return exposition
 

@@ -1,5 +1,5 @@
 """ProbeScheduler on the real APScheduler against the Ollama double: first-run pacing and what
-the duty cycle counts.
+lag and busy time count.
 
 The planned times are APScheduler's own (the scheduled run times of its submission events), so
 they are what the trigger returned and what the schedule-lag histogram measures from.
@@ -300,11 +300,16 @@ def test_duty_counts_the_probes_own_time_not_the_look_up_before_it(
         assert isinstance(result, ProbeResult)
         duration = result.outcome.duration_s
         assert duration >= least  # the probe's time: the answer's delay, or the timeout
-        duty = rig.target.duty
-        # The job's projected duty is its last recorded span over its interval (600 s): the
+        duty = rig.scheduler.pacing.duty("local")
+        assert duty is not None
+        # The job's projected duty is its last recorded duration over its interval (600 s): the
         # probe's duration exactly, without the slow /api/ps look-up the run also waited for.
         assert duty.projected * 600 == pytest.approx(duration, abs=1e-6)
         assert duty.projected * 600 < least + PS_DELAY
+        # The busy counter adds the same seconds, and the slots the ratio rule divides by.
+        samples = _samples(rig)
+        assert value(samples, BUSY, target="local") == pytest.approx(duration, abs=1e-6)
+        assert value(samples, SLOTS, target="local") == 1
 
 
 # --- what the schedule-lag histogram counts ---------------------------------------------------
@@ -312,6 +317,8 @@ def test_duty_counts_the_probes_own_time_not_the_look_up_before_it(
 
 LAG = "ollama_exporter_probe_schedule_lag_seconds"
 WAIT = "ollama_exporter_probe_queue_wait_seconds"
+BUSY = "ollama_exporter_probe_busy_seconds_total"
+SLOTS = "ollama_exporter_probe_concurrency_slots"
 
 
 def _samples(rig: Rig) -> Samples:
