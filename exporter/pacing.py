@@ -21,7 +21,6 @@ takes the scheduler's lock: its state is read with single dict look-ups.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
 import threading
@@ -31,7 +30,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from apscheduler.executors.pool import BasePoolExecutor
+from apscheduler.executors.pool import ThreadPoolExecutor
 
 from exporter.config import ProbeConfig
 from exporter.duty import DutyCycle
@@ -42,34 +41,15 @@ from exporter.runner import JobSpec
 log = logging.getLogger(__name__)
 
 
-class FixedThreadPool(BasePoolExecutor):  # type: ignore[misc]
-    """A thread pool whose workers all start with it and live as long as it does.
+class StampingExecutor(ThreadPoolExecutor):  # type: ignore[misc]
+    """A target's probe workers, noting when each run was submitted and for which planned time.
 
-    concurrent.futures starts a worker only when a run finds every worker busy, so a pool's
-    thread count crept up for hours as rare bursts reached its bound. With every worker up
-    front, the exporter's threads are fixed by its configuration from the start.
+    A plain bounded thread pool: at most `workers` threads (the target's concurrency slots),
+    started as runs need them.
     """
 
-    def __init__(self, workers: int, name: str) -> None:
-        pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix=name)
-        # Each worker holds the gate until all have arrived, so no submission finds an idle
-        # worker and each one starts another, up to the bound.
-        gate = threading.Barrier(workers)
-        try:
-            for _ in range(workers):
-                pool.submit(gate.wait)
-        except BaseException:
-            gate.abort()  # a worker failed to start: release those already waiting
-            pool.shutdown(wait=False)
-            raise
-        super().__init__(pool)
-
-
-class StampingExecutor(FixedThreadPool):
-    """A target's probe workers, noting when each run was submitted and for which planned time."""
-
     def __init__(self, workers: int, name: str, stamps: dict[str, tuple[float, float]]) -> None:
-        super().__init__(workers, name)
+        super().__init__(workers, {"thread_name_prefix": name})
         self._stamps = stamps
 
     def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:

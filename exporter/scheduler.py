@@ -6,7 +6,7 @@ reload leaves the schedule of every job it keeps alone. First runs are paced at 
 per second across the exporter, so many jobs added at once start over a few seconds instead of
 as one burst (600 jobs within 12 s). Later runs follow the job's
 effective interval plus a jitter of at most 10 %. Each target has its own pool of
-concurrency_per_target worker threads, all started with it, so a slow target cannot starve
+at most concurrency_per_target worker threads, so a slow target cannot starve
 another, and jobs of one target queue for its slots. Health checks and inventory refreshes run
 at once and are not paced. A target's first listing is at start-up; after a listing that
 succeeded the next is an inventory_interval later, after one that failed a health_interval.
@@ -27,13 +27,14 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from exporter.config import Config
 from exporter.exposition import Exposition
-from exporter.pacing import FixedThreadPool, Pacing
+from exporter.pacing import Pacing
 from exporter.readiness import StartupReadiness
 from exporter.results import JobKey, ProbeSkip, ResultStore
 from exporter.runner import JobSpec, ProbeRunner
@@ -97,7 +98,7 @@ class ProbeScheduler:
         self._next_first_run = 0.0  # Unix time: the earliest slot for the next job's first run
         self._scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-            executors={"default": FixedThreadPool(4, "exporter-upkeep")},
+            executors={"default": ThreadPoolExecutor(4, {"thread_name_prefix": "exporter-upkeep"})},
         )
         self._scheduler.add_listener(self._overrun, EVENT_JOB_MAX_INSTANCES)
 
@@ -176,8 +177,8 @@ class ProbeScheduler:
     def _reconfigure(self, target: Target) -> None:
         """Apply changed probe settings to a kept target's pacing and worker pool."""
         if self.pacing.reconfigure(target.name, self.config.probe):
-            # A pool's size is fixed (FixedThreadPool): a new one replaces it. The scheduler is
-            # paused (apply()), so no job is looked up while the alias is briefly missing.
+            # A pool's size is fixed: a new one replaces it. The scheduler is paused (apply()),
+            # so no job is looked up while the alias is briefly missing.
             self._scheduler.remove_executor(_executor(target.name), shutdown=False)
             self._add_executor(target)
 

@@ -360,21 +360,26 @@ def test_waiting_for_a_slot_is_queue_wait_not_lag(clients: Any) -> None:
 # --- worker threads ---------------------------------------------------------------------------
 
 
-def test_every_worker_starts_with_its_pool_and_no_more_start_later(clients: Any) -> None:
-    # Workers started on demand kept appearing for hours, whenever a rare burst found every one
-    # busy. The threads are the configuration's from the start.
+def test_a_target_never_has_more_workers_than_its_concurrency_slots(clients: Any) -> None:
+    # Six runs due within 0.1 s, each probe 0.2 s long, three slots: the pool starts workers as
+    # runs need them, never more than the slots (nor the upkeep pool more than its four).
     before = set(threading.enumerate())
+    most = {"probe-local_": 0, "exporter-upkeep_": 0}
 
     def workers(prefix: str) -> int:
         new = (t for t in threading.enumerate() if t not in before)
         return sum(1 for t in new if t.name.startswith(prefix))
 
+    def all_ran() -> bool:
+        for prefix in most:
+            most[prefix] = max(most[prefix], workers(prefix))
+        return rig.scheduler.ready()
+
     script = ModelScript("m:1b", resident=True, first_token_delay=0.2)
     with OllamaDouble([script]) as double:
         rig = Rig(double, clients, prompts=6, probe={"concurrency_per_target": 3})
         with rig:
-            at_start = workers("probe-local_"), workers("exporter-upkeep_")
-            wait_until(rig.scheduler.ready, 20, "six first probes, three at a time")
+            wait_until(all_ran, 20, "six first probes, three at a time")
             after = workers("probe-local_"), workers("exporter-upkeep_")
-    assert at_start == (3, 4)
-    assert after == (3, 4)
+    assert 1 <= most["probe-local_"] <= 3 and after[0] <= 3
+    assert 1 <= most["exporter-upkeep_"] <= 4 and after[1] <= 4
