@@ -7,7 +7,8 @@ once per model, not per probe. /api/ps is sent once before every probe by design
 detection), plus once per health check.
 
 Part 2 gives the exporter more probe time than max_duty_cycle allows and compares its exported
-duty and stretch with the busy time the double itself saw.
+busy seconds (per slot, as the duty-cycle recording rule divides them) and stretch with the
+busy time the double itself saw.
 """
 
 from __future__ import annotations
@@ -198,10 +199,14 @@ def _busy_ratio(records: list[Record]) -> tuple[float, float, float]:
 
 
 def _judge_duty(section: Section, p: Params, records: list[Record], text: str) -> None:
-    duty = total(text, "ollama_exporter_probe_duty_cycle_ratio")
     stretch = total(text, "ollama_exporter_probe_interval_stretch_ratio")
     intervals = [v for _, v in samples(text, "ollama_probe_interval_seconds")]
     external, window, mean = _busy_ratio(records)
+    # The duty-cycle recording rule's quantity over the double's window: the exporter's busy
+    # seconds (its probes' measured durations) per concurrency slot.
+    busy = total(text, "ollama_exporter_probe_busy_seconds_total")
+    slots = total(text, "ollama_exporter_probe_concurrency_slots")
+    duty = busy / window / slots if window and slots else 0.0
     projected = 3 * mean / p.duty_interval_s
     section.add(
         "duty cycle, exporter vs double",

@@ -34,10 +34,11 @@ from benches.common import DoubleHost, Section, Summary, model_spec, ms, summary
 from benches.scraper_host import Scraper, ScraperHost
 from exporter.backends import ListedModel, RunningModel
 from exporter.backends.ollama import OLLAMA
-from exporter.config import TargetConfig
+from exporter.config import ProbeConfig, TargetConfig
 from exporter.exposition import Exposition
 from exporter.gpu import GpuDevice, GpuProcess, GpuSnapshot, ProbeGpuUsage
 from exporter.gpu_collector import GpuCollector
+from exporter.pacing import Pacing, Run
 from exporter.probe import (
     BackendTimings,
     ProbeOutcome,
@@ -140,7 +141,7 @@ class Writer(Protocol):
     ) -> None: ...
     def observe(self, result: ProbeResult) -> object: ...
     def schedule(self, target: str, lag_s: float, queue_wait_s: float) -> None: ...
-    def duty(self, target: str, duty: float, stretch: float) -> None: ...
+    def duty(self, target: str, busy_s: float, stretch: float, slots: int) -> None: ...
 
 
 class Exporter:
@@ -149,8 +150,9 @@ class Exporter:
     def __init__(self) -> None:
         self.store = ResultStore()
         self.targets: dict[str, StaticTarget] = {}
+        self.pacing = Pacing()
         self.exposition = Exposition(
-            self.store, self.live_targets, live_collectors=live_collectors()
+            self.store, self.live_targets, pacing=self.pacing, live_collectors=live_collectors()
         )
 
     def live_targets(self) -> list[Target]:
@@ -158,6 +160,7 @@ class Exporter:
 
     def register_target(self, target: str) -> None:
         self.targets[target] = StaticTarget(target)
+        self.pacing.add_target(target, ProbeConfig(max_duty_cycle=1.0))
 
     def register_job(self, key: JobKey, checks: tuple[str, ...]) -> None:
         self.store.open(key, checks)
@@ -177,10 +180,15 @@ class Exporter:
         self.store.record(result)
 
     def schedule(self, target: str, lag_s: float, queue_wait_s: float) -> None:
-        self.exposition.scheduling_lag(target, lag_s, queue_wait_s)
+        run = Run(planned=0.0, submitted=0.0, slot_free=queue_wait_s, started=lag_s + queue_wait_s)
+        self.pacing.began(target, run, None)
 
-    def duty(self, target: str, duty: float, stretch: float) -> None:
-        self.exposition.duty(target, duty, stretch)
+    def duty(self, target: str, busy_s: float, stretch: float, slots: int) -> None:
+        assert (stretch, slots) == (1.0, 1), "the static targets run unstretched, one slot"
+        ran = ProbeResult(
+            JobKey(target, "busy", "busy"), ProbeOutcome(None, "ok", busy_s), 0, 60, None
+        )
+        self.pacing.ended("busy", target, 60.0, ran)
 
 
 class Baseline:
@@ -218,9 +226,10 @@ class Baseline:
         self.exporter.lag.labels(target).observe(max(lag_s, 0.0))
         self.exporter.queue_wait.labels(target).observe(queue_wait_s)
 
-    def duty(self, target: str, duty: float, stretch: float) -> None:
-        self.exporter.duty.labels(target).set(duty)
+    def duty(self, target: str, busy_s: float, stretch: float, slots: int) -> None:
+        self.exporter.busy.labels(target).inc(busy_s)
         self.exporter.stretch.labels(target).set(stretch)
+        self.exporter.slots.labels(target).set(slots)
 
     def render(self, gzipped: bool = False) -> tuple[bytes]:
         text = generate_latest(self.registry)
@@ -264,7 +273,7 @@ def fill(writer: Writer, size: tuple[int, int, int]) -> list[JobKey]:
         writer.residency(target, models, resident)
         for i in range(5):
             writer.schedule(target, 0.002 * i, 0.0)
-        writer.duty(target, 0.03, 1.0)
+        writer.duty(target, 0.03, 1.0, 1)
     for key in keys:
         writer.register_job(key, PROMPTS[key.prompt])
     for i, key in enumerate(keys * 3):

@@ -1,26 +1,32 @@
 """The exporter's own series: its build, its configuration loads, the pacing of each live
 target's probes, and the models max_models left out.
 
-Built at scrape time from state (the load state of the running configuration, the live targets'
-inventories), except the pacing series (lag, queue wait, duty, stretch), which the scheduler
-still pushes as each run ends. Those are kept only for live targets: a push for a target that is
-not live is dropped, and a target replaced under the same name starts afresh.
+Built at scrape time from state: the load state of the running configuration, the scheduler's
+pacing tallies (exporter.pacing) and the live targets' inventories. A target's pacing series
+exist exactly while the scheduler paces it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
-from prometheus_client import Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
+from exporter.pacing import LAG_BUCKETS, Observed, PacingTally
 from exporter.targets import Target
 
-LAG_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 T = ("target",)
+Tallies = Mapping[str, PacingTally]
 
 
 @dataclass(frozen=True)
@@ -38,15 +44,18 @@ class ExporterSeries(Collector):
         self,
         targets: Callable[[], Sequence[Target]],
         loads: Callable[[], LoadState] = LoadState,
+        pacing: Callable[[], Tallies] = dict,
     ) -> None:
         self._targets = targets
         self._loads = loads
-        self.pacing = Pacing()
+        self._pacing = pacing
 
     def collect(self) -> Iterator[Metric]:
-        return self.families(self._targets(), self._loads())
+        return self.families(self._targets(), self._loads(), self._pacing())
 
-    def families(self, targets: Sequence[Target], loads: LoadState) -> Iterator[Metric]:
+    def families(
+        self, targets: Sequence[Target], loads: LoadState, pacing: Tallies
+    ) -> Iterator[Metric]:
         """The families, in exposition order."""
         build = GaugeMetricFamily(
             "ollama_exporter_build_info", "The exporter's version (value 1).", labels=("version",)
@@ -63,8 +72,7 @@ class ExporterSeries(Collector):
             "Unix time of the last configuration load that succeeded (start-up included).",
             value=loads.succeeded_at,
         )
-        self.pacing.follow(targets)
-        yield from self.pacing.families()
+        yield from _pacing_families(pacing)
         dropped = GaugeMetricFamily(
             "ollama_exporter_models_dropped",
             "Models the target listed beyond max_models, not probed.",
@@ -76,74 +84,45 @@ class ExporterSeries(Collector):
         yield dropped
 
 
-class Pacing:
-    """Per live target: how late its probes start, how long they wait for a slot, its duty
-    cycle and interval stretch. Not thread-safe: the exposition serialises its calls."""
+def _pacing_families(pacing: Tallies) -> Iterator[Metric]:
+    busy = CounterMetricFamily(
+        "ollama_exporter_probe_busy_seconds",
+        "Seconds the target's probes ran (each probe's measured duration, counted when it "
+        "ends), summed over its concurrency slots.",
+        labels=T,
+    )
+    slots = GaugeMetricFamily(
+        "ollama_exporter_probe_concurrency_slots",
+        "The target's concurrency_per_target: probes of it that may run at once.",
+        labels=T,
+    )
+    stretch = GaugeMetricFamily(
+        "ollama_exporter_probe_interval_stretch_ratio",
+        "Factor applied to the target's probe intervals to respect max_duty_cycle.",
+        labels=T,
+    )
+    lag = HistogramMetricFamily(
+        "ollama_exporter_probe_schedule_lag_seconds",
+        "When the probe's request went out minus the planned start (jitter included), less "
+        "any wait for a concurrency slot.",
+        labels=T,
+    )
+    wait = HistogramMetricFamily(
+        "ollama_exporter_probe_queue_wait_seconds",
+        "Time a due probe waited for one of the target's concurrency slots.",
+        labels=T,
+    )
+    for target, tally in pacing.items():
+        busy.add_metric([target], tally.busy_s)
+        slots.add_metric([target], tally.slots)
+        stretch.add_metric([target], tally.stretch)
+        lag.add_metric([target], _buckets(tally.lag), tally.lag.total)
+        wait.add_metric([target], _buckets(tally.queue_wait), tally.queue_wait.total)
+    yield from (busy, slots, stretch, lag, wait)
 
-    def __init__(self) -> None:
-        self.version = 0  # bumped at every change
-        self.duty = Gauge(
-            "ollama_exporter_probe_duty_cycle_ratio",
-            "Share of wall time the target spent serving probes over the last hour, per "
-            "concurrency slot.",
-            T,
-            registry=None,
-        )
-        self.stretch = Gauge(
-            "ollama_exporter_probe_interval_stretch_ratio",
-            "Factor applied to the target's probe intervals to respect max_duty_cycle.",
-            T,
-            registry=None,
-        )
-        self.lag = Histogram(
-            "ollama_exporter_probe_schedule_lag_seconds",
-            "When the probe's request went out minus the planned start (jitter included), less "
-            "any wait for a concurrency slot.",
-            T,
-            buckets=LAG_BUCKETS,
-            registry=None,
-        )
-        self.queue_wait = Histogram(
-            "ollama_exporter_probe_queue_wait_seconds",
-            "Time a due probe waited for one of the target's concurrency slots.",
-            T,
-            buckets=LAG_BUCKETS,
-            registry=None,
-        )
-        self._owners: dict[str, Target] = {}  # the live target each name's series belong to
 
-    def follow(self, targets: Sequence[Target]) -> None:
-        """Keep the series of exactly `targets`; a new or replaced target starts afresh."""
-        live = {t.name: t for t in targets}
-        for name, owner in list(self._owners.items()):
-            if live.get(name) is not owner:
-                del self._owners[name]
-                for metric in (self.duty, self.stretch, self.lag, self.queue_wait):
-                    metric.remove(name)
-                self.version += 1
-        for name, target in live.items():
-            if name not in self._owners:
-                self._owners[name] = target
-                self.duty.labels(name).set(0)
-                self.stretch.labels(name).set(1)
-                self.lag.labels(name)
-                self.queue_wait.labels(name)
-                self.version += 1
+_BOUNDS = (*map(floatToGoString, LAG_BUCKETS), "+Inf")
 
-    def scheduling_lag(self, target: str, lag_s: float, queue_wait_s: float) -> None:
-        """One run's lag and queue wait; call follow() first, a target not live is ignored."""
-        if target in self._owners:
-            self.lag.labels(target).observe(max(lag_s, 0.0))
-            self.queue_wait.labels(target).observe(queue_wait_s)
-            self.version += 1
 
-    def set_duty(self, target: str, duty: float, stretch: float) -> None:
-        """The target's duty cycle and stretch after a run; call follow() first."""
-        if target in self._owners:
-            self.duty.labels(target).set(duty)
-            self.stretch.labels(target).set(stretch)
-            self.version += 1
-
-    def families(self) -> Iterator[Metric]:
-        for metric in (self.duty, self.stretch, self.lag, self.queue_wait):
-            yield from metric.collect()
+def _buckets(observed: Observed) -> list[tuple[str, float]]:
+    return list(zip(_BOUNDS, accumulate(observed.counts), strict=True))

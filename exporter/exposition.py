@@ -1,22 +1,20 @@
-"""The /metrics text: probe and per-target series built from state, plus live readings.
+"""The /metrics text: every series built from the state that owns it, plus live readings.
 
-Apart from the scheduler's pacing series (below), nothing pushes series into the exposition;
-it reads three sources at scrape time:
+Nothing pushes series into the exposition; it reads its sources at scrape time:
 
 - the ResultStore (exporter.results), the record of the open probe jobs and their tallies: the
   probe series (exporter.probe_series) are rendered from it, each job's lines kept with the
   version of the tally they came from, so a scrape renders again only the jobs whose tally
   changed and forgets the jobs that were closed, and sends the text as one block per family;
 - the live targets (a callable, Service.targets in the exporter): their health, inventory and
-  residency give the per-target series (exporter.target_series), and with the configuration's
-  load state the exporter's own series (exporter.exporter_series). That text is kept until a
-  target's version, the load state or the pacing series change;
+  residency give the per-target series (exporter.target_series); with the configuration's
+  load state and the scheduler's pacing tallies (exporter.pacing) they give the exporter's own
+  series (exporter.exporter_series). That text is kept until a target's version, the load
+  state or the pacing version changes;
 - process and NVML readings, which are cheap and describe "now", collected at every scrape.
 
-The scheduler still pushes its pacing series (lag, queue wait, duty, stretch) through
-scheduling_lag() and duty(); they are kept only for live targets. So a job's or a target's
-series exist exactly while the job or target does, a scrape's cost does not grow with probe
-time, and a scrape never waits for a probe in flight.
+So a job's or a target's series exist exactly while the job or target does, a scrape's cost
+does not grow with probe time, and a scrape never waits for a probe in flight.
 """
 
 from __future__ import annotations
@@ -35,6 +33,7 @@ from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
 from exporter.exporter_series import ExporterSeries, LoadState
+from exporter.pacing import Pacing
 from exporter.probe_series import ProbeSeries
 from exporter.results import ResultStore
 from exporter.target_series import TargetSeries
@@ -54,34 +53,22 @@ class Exposition:
         store: ResultStore | None = None,
         targets: Callable[[], Sequence[Target]] = tuple,
         loads: Callable[[], LoadState] = LoadState,
+        pacing: Pacing | None = None,
         live_collectors: Iterable[Collector] = (PROCESS_COLLECTOR,),
     ) -> None:
-        self._lock = threading.Lock()  # serialises renders and the pacing pushes
+        self._lock = threading.Lock()  # serialises renders
+        self._pacing = pacing if pacing is not None else Pacing()
         self._store = store if store is not None else ResultStore()
         self._targets = targets
         self._loads = loads
         self._probes = ProbeSeries()
         self._probe_text: tuple[int, tuple[bytes, ...]] = (-1, ())  # store version, blocks
         self._target_series = TargetSeries(targets)
-        self._exporter_series = ExporterSeries(targets, loads)
+        self._exporter_series = ExporterSeries(targets, loads, self._pacing.tallies)
         self._target_text: tuple[Hashable, bytes] = (None, b"")
         self._live = CollectorRegistry(auto_describe=False)
         for collector in live_collectors:
             self._live.register(collector)
-
-    def scheduling_lag(self, target: str, lag_s: float, queue_wait_s: float) -> None:
-        """One run of `target` started `lag_s` late after waiting `queue_wait_s` for a slot."""
-        with self._lock:
-            pacing = self._exporter_series.pacing
-            pacing.follow(self._targets())
-            pacing.scheduling_lag(target, lag_s, queue_wait_s)
-
-    def duty(self, target: str, duty: float, stretch: float) -> None:
-        """`target`'s duty cycle and interval stretch after a run."""
-        with self._lock:
-            pacing = self._exporter_series.pacing
-            pacing.follow(self._targets())
-            pacing.set_duty(target, duty, stretch)
 
     def body(self, gzipped: bool = False) -> tuple[bytes, ...]:
         """The whole exposition as the pieces a scrape sends in order; gzip-compressed when asked.
@@ -114,14 +101,12 @@ class Exposition:
         targets, loads = tuple(self._targets()), self._loads()
         # Versions read before the state they describe: a change while rendering shows at the
         # next scrape. (A Target in the key compares by identity: a replaced one is new.)
-        key = (tuple((t, t.version) for t in targets), loads, self._exporter_series.pacing.version)
+        key = (tuple((t, t.version) for t in targets), loads, self._pacing.version)
         if self._target_text[0] != key:
             families: list[Metric] = [
                 *self._target_series.families(targets),
-                *self._exporter_series.families(targets, loads),
+                *self._exporter_series.families(targets, loads, self._pacing.tallies()),
             ]
-            # families() may bring the pacing series in line with the targets: key them after.
-            key = (key[0], loads, self._exporter_series.pacing.version)
             self._target_text = (key, generate_latest(_Families(families)))
         return self._target_text[1]
 

@@ -6,18 +6,18 @@ reload leaves the schedule of every job it keeps alone. First runs are paced at 
 per second across the exporter, so many jobs added at once start over a few seconds instead of
 as one burst (600 jobs within 12 s). Later runs follow the job's
 effective interval plus a jitter of at most 10 %. Each target has its own pool of
-concurrency_per_target worker threads, all started with it, so a slow target cannot starve
+at most concurrency_per_target worker threads, so a slow target cannot starve
 another, and jobs of one target queue for its slots. Health checks and inventory refreshes run
 at once and are not paced. A target's first listing is at start-up; after a listing that
 succeeded the next is an inventory_interval later, after one that failed a health_interval.
 
-The duty cycle counts each probe's own measured time (request sent to done chunk), not the
-run's time in the exporter, so a busy exporter does not stretch the schedule.
+This module owns the jobs' lifecycle (added, updated, replanned, moved, removed). How late
+runs start, how busy they keep a target and how far that stretches its intervals is
+exporter.pacing's, which every run goes through.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import logging
 import random
@@ -25,19 +25,17 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, JobSubmissionEvent
-from apscheduler.executors.pool import BasePoolExecutor
+from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from exporter.config import Config
-from exporter.duty import DutyCycle
-from exporter.exposition import Exposition
+from exporter.pacing import Pacing
 from exporter.readiness import StartupReadiness
-from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
+from exporter.results import JobKey, ProbeSkip, ResultStore
 from exporter.runner import JobSpec, ProbeRunner
 from exporter.targets import Target
 
@@ -79,45 +77,6 @@ class JitteredInterval(BaseTrigger):  # type: ignore[misc]
         )
 
 
-class FixedThreadPool(BasePoolExecutor):  # type: ignore[misc]
-    """A thread pool whose workers all start with it and live as long as it does.
-
-    concurrent.futures starts a worker only when a run finds every worker busy, so a pool's
-    thread count crept up for hours as rare bursts reached its bound. With every worker up
-    front, the exporter's threads are fixed by its configuration from the start.
-    """
-
-    def __init__(self, workers: int, name: str) -> None:
-        pool = concurrent.futures.ThreadPoolExecutor(workers, thread_name_prefix=name)
-        # Each worker holds the gate until all have arrived, so no submission finds an idle
-        # worker and each one starts another, up to the bound.
-        gate = threading.Barrier(workers)
-        try:
-            for _ in range(workers):
-                pool.submit(gate.wait)
-        except BaseException:
-            gate.abort()  # a worker failed to start: release those already waiting
-            pool.shutdown(wait=False)
-            raise
-        super().__init__(pool)
-
-
-class StampingExecutor(FixedThreadPool):
-    """A target's probe workers, noting when each run was submitted and for which planned time.
-
-    APScheduler passes the planned run times (jitter included) to the executor but not to the
-    job function; the stamp lets a job split its delay into scheduling lag and queue wait.
-    """
-
-    def __init__(self, workers: int, name: str, stamps: dict[str, tuple[float, float]]) -> None:
-        super().__init__(workers, name)
-        self._stamps = stamps
-
-    def _do_submit_job(self, job: Any, run_times: list[datetime]) -> None:
-        self._stamps[job.id] = (run_times[-1].timestamp(), time.time())
-        super()._do_submit_job(job, run_times)
-
-
 class ProbeScheduler:
     """Owns the APScheduler instance and the probe jobs of the current configuration.
 
@@ -126,11 +85,10 @@ class ProbeScheduler:
     _remove_job, which removes its series and its status row at once.
     """
 
-    def __init__(self, exposition: Exposition, store: ResultStore, runner: ProbeRunner) -> None:
-        self._exposition = exposition
+    def __init__(self, store: ResultStore, runner: ProbeRunner, pacing: Pacing) -> None:
         self._store = store
         self._runner = runner
-        self._stamps: dict[str, tuple[float, float]] = {}
+        self.pacing = pacing
         self._lock = threading.RLock()
         self._specs: dict[str, JobSpec] = {}
         self._readiness = StartupReadiness()
@@ -138,7 +96,7 @@ class ProbeScheduler:
         self._next_first_run = 0.0  # Unix time: the earliest slot for the next job's first run
         self._scheduler = BackgroundScheduler(
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
-            executors={"default": FixedThreadPool(4, "exporter-upkeep")},
+            executors={"default": ThreadPoolExecutor(4, {"thread_name_prefix": "exporter-upkeep"})},
         )
         self._scheduler.add_listener(self._overrun, EVENT_JOB_MAX_INSTANCES)
 
@@ -194,12 +152,10 @@ class ProbeScheduler:
             return self._readiness.waiting_for()
 
     def _add_target(self, target: Target) -> None:
-        probe = self.config.probe
         with self._lock:
             self._targets[target.name] = target
             self._readiness.target_added(target.name)
-            target.duty.max_duty = probe.max_duty_cycle
-            target.duty.slots = probe.concurrency_per_target
+        self.pacing.add_target(target.name, self.config.probe)
         self._add_executor(target)
         self._scheduler.add_job(
             self._check_health,
@@ -216,21 +172,16 @@ class ProbeScheduler:
         )
 
     def _reconfigure(self, target: Target) -> None:
-        """Apply changed probe settings to a kept target's duty cycle and worker pool."""
-        probe = self.config.probe
-        target.duty.max_duty = probe.max_duty_cycle
-        if target.duty.slots != probe.concurrency_per_target:
-            target.duty.slots = probe.concurrency_per_target
-            # A pool's size is fixed (FixedThreadPool): a new one replaces it. The scheduler is
-            # paused (apply()), so no job is looked up while the alias is briefly missing.
+        """Apply changed probe settings to a kept target's pacing and worker pool."""
+        if self.pacing.reconfigure(target.name, self.config.probe):
+            # A pool's size is fixed: a new one replaces it. The scheduler is paused (apply()),
+            # so no job is looked up while the alias is briefly missing.
             self._scheduler.remove_executor(_executor(target.name), shutdown=False)
             self._add_executor(target)
 
     def _add_executor(self, target: Target) -> None:
         self._scheduler.add_executor(
-            StampingExecutor(
-                self.config.probe.concurrency_per_target, f"probe-{target.name}", self._stamps
-            ),
+            self.pacing.executor(target.name, self.config.probe.concurrency_per_target),
             alias=_executor(target.name),
         )
 
@@ -243,6 +194,7 @@ class ProbeScheduler:
             with contextlib.suppress(JobLookupError):
                 self._scheduler.remove_job(job_id)
         self._scheduler.remove_executor(_executor(name), shutdown=False)
+        self.pacing.remove_target(name)
         self._readiness.target_removed(name)
 
     def _check_health(self, target: Target) -> None:
@@ -344,7 +296,7 @@ class ProbeScheduler:
     def _remove_job(self, job_id: str) -> None:
         spec = self._specs.pop(job_id)
         self._readiness.job_removed(job_id)
-        spec.target.duty.forget(job_id)
+        self.pacing.forget(job_id, spec.key.target)
         with contextlib.suppress(JobLookupError):
             self._scheduler.remove_job(job_id)
         self._store.close(spec.key)
@@ -355,53 +307,25 @@ class ProbeScheduler:
         spec = self._specs.get(job_id)
         if spec is None:
             return self.config.probe.interval  # removed: the job is about to go
-        return spec.interval_s * spec.target.duty.stretch
+        return self.pacing.interval(spec)
 
     def _run(self, job_id: str) -> None:
-        started = time.time()
-        try:
-            self._run_once(job_id, started)
-        finally:
-            _worker.last_finished = time.time()
-
-    def _run_once(self, job_id: str, started: float) -> None:
-        with self._lock:
-            spec = self._specs.get(job_id)
-        if spec is None:
-            return  # removed while queued
-        planned, submitted = self._stamps.pop(job_id, (started, started))
-        # A run waited for a slot only if this worker was still busy with another run when this
-        # one was submitted; the rest of the delay (waking a worker, a busy exporter's CPU) is
-        # lag, which is what the histogram must show.
-        slot_free = max(submitted, getattr(_worker, "last_finished", submitted))
-        result = self._runner.run(spec, self._effective_interval(job_id))
-        if result is not None:
-            self._store.record(result)
-        begun = started
-        if isinstance(result, ProbeResult):
-            begun = result.finished_at - result.outcome.duration_s  # its request went out
-        # Published after the probe: taking the exposition lock first could hold the probe's
-        # start behind a scrape's render.
-        queue_wait = slot_free - submitted
-        self._exposition.scheduling_lag(spec.key.target, begun - planned - queue_wait, queue_wait)
-        if result is None:
-            return
-        self._after_run(job_id, spec, result)
-
-    def _after_run(self, job_id: str, spec: JobSpec, result: ProbeResult | ProbeSkip) -> None:
-        duty = spec.target.duty
-        if isinstance(result, ProbeResult):
-            # The probe's own clock (request sent to done chunk, or to the failure). The time
-            # around it (the /api/ps look-up, waiting for the exposition lock, a busy exporter's
-            # CPU) is not Ollama's, and counting it stretched every interval under load.
-            end = result.finished_at
-            duty.record(job_id, end - result.outcome.duration_s, end, spec.interval_s)
-        notice = duty.update(time.time())
-        if notice is not None:
-            _log_stretch(spec.key.target, duty, notice)
-        self._exposition.duty(spec.key.target, duty.ratio, duty.stretch)
-        with self._lock:
-            self._readiness.job_ran(job_id)
+        with self.pacing.run(job_id) as run:
+            with self._lock:
+                spec = self._specs.get(job_id)
+            if spec is None:
+                return  # removed while queued
+            result = self._runner.run(spec, self._effective_interval(job_id))
+            if result is not None:
+                self._store.record(result)
+            self.pacing.began(spec.key.target, run, result)
+            if result is None:
+                return
+            with self._lock:
+                if self._specs.get(job_id) is None:
+                    return  # removed while it ran: it counts no more
+                self.pacing.ended(job_id, spec.key.target, spec.interval_s, result)
+                self._readiness.job_ran(job_id)
 
     def _overrun(self, event: JobSubmissionEvent) -> None:
         # No lock: APScheduler sends this event holding its job store lock, which _add_job
@@ -422,31 +346,6 @@ class ProbeScheduler:
             self._effective_interval(event.job_id),
         )
         self._store.record(skip)
-
-
-def _log_stretch(target: str, duty: DutyCycle, notice: str) -> None:
-    if notice == "ended":
-        log.info(
-            "target %s: probes fit max_duty_cycle %.0f%% again, intervals no longer stretched",
-            target,
-            duty.max_duty * 100,
-        )
-        return
-    log.warning(
-        "target %s: %s stretching probe intervals by %.2fx: at their configured intervals its "
-        "probes would take %.0f%% of the time of each of its %d concurrency slot(s), above "
-        "max_duty_cycle %.0f%%",
-        target,
-        "now" if notice == "changed" else "started",
-        duty.stretch,
-        duty.projected * 100,
-        duty.slots,
-        duty.max_duty * 100,
-    )
-
-
-# Per worker thread: when its last run ended (a run submitted before that waited for a slot).
-_worker = threading.local()
 
 
 def _executor(target: str) -> str:

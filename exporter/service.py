@@ -21,6 +21,7 @@ from exporter.config import Config, TargetConfig, load_config
 from exporter.exporter_series import LoadState
 from exporter.exposition import Exposition
 from exporter.gpu import DisabledGpuReader, GpuReader
+from exporter.pacing import Pacing
 from exporter.results import ResultStore
 from exporter.runner import ProbeRunner
 from exporter.scheduler import ProbeScheduler
@@ -57,8 +58,9 @@ class Service:
     ) -> None:
         self.config = config
         self.store = ResultStore()
+        self.pacing = Pacing()
         self.exposition = Exposition(
-            self.store, lambda: self.targets, lambda: self.load_state, live_collectors
+            self.store, lambda: self.targets, lambda: self.load_state, self.pacing, live_collectors
         )
         self._path = config_path
         self._gpu = gpu if config.gpu.enabled is not False else DisabledGpuReader()
@@ -66,7 +68,7 @@ class Service:
         self._lock = threading.Lock()
         self._targets = {t.name: self._target(t, {}) for t in config.targets}
         runner = ProbeRunner(config, self._gpu)
-        self._scheduler = ProbeScheduler(self.exposition, self.store, runner)
+        self._scheduler = ProbeScheduler(self.store, runner, self.pacing)
         self.last_reload: ReloadOutcome | None = None  # None: no reload since the start
         self._loaded_at = time.time()  # the last load that succeeded, at start-up the first
 

@@ -30,7 +30,6 @@ from exporter.backends import (
     backend_named,
 )
 from exporter.config import Config, TargetConfig
-from exporter.duty import DutyCycle
 from exporter.health import HealthTracker
 from exporter.redact import Redactor, printable
 
@@ -66,7 +65,6 @@ class Target:
         self.api = ApiClient(api_client, config.url, config.headers)
         self.probe_client = probe_client
         self.redact = Redactor(config.headers.values())
-        self.duty = DutyCycle(1.0)  # limit set by the scheduler; kept across reloads
         self.health = HealthTracker(config.name)
         self._lock = threading.Lock()
         self._version = 0  # bumped after every change of the state below or of health

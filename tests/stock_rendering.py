@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from exporter import __version__
 from exporter import probe_series as m
 from exporter.backends import ListedModel, RunningModel
-from exporter.exporter_series import LAG_BUCKETS
+from exporter.pacing import LAG_BUCKETS
 from exporter.probe import BackendTimings, Reason
 from exporter.results import JobKey, ProbeResult, ProbeSkip
 
@@ -272,10 +272,16 @@ class StockExporterMetrics:
             "Unix time of the last configuration load that succeeded (start-up included).",
             registry=registry,
         )
-        self.duty = Gauge(
-            "ollama_exporter_probe_duty_cycle_ratio",
-            "Share of wall time the target spent serving probes over the last hour, per "
-            "concurrency slot.",
+        self.busy = Counter(
+            "ollama_exporter_probe_busy_seconds",
+            "Seconds the target's probes ran (each probe's measured duration, counted when it "
+            "ends), summed over its concurrency slots.",
+            T,
+            registry=registry,
+        )
+        self.slots = Gauge(
+            "ollama_exporter_probe_concurrency_slots",
+            "The target's concurrency_per_target: probes of it that may run at once.",
             T,
             registry=registry,
         )
@@ -314,7 +320,8 @@ class StockExporterMetrics:
         if target in self._targets:
             return
         self._targets.add(target)
-        self.duty.labels(target).set(0)
+        self.busy.labels(target)
+        self.slots.labels(target).set(1)
         self.stretch.labels(target).set(1)
         self.models_dropped.labels(target).set(0)
         self.lag.labels(target)
@@ -322,5 +329,12 @@ class StockExporterMetrics:
 
     def remove(self, target: str) -> None:
         self._targets.discard(target)
-        for metric in (self.duty, self.stretch, self.lag, self.queue_wait, self.models_dropped):
+        for metric in (
+            self.busy,
+            self.slots,
+            self.stretch,
+            self.lag,
+            self.queue_wait,
+            self.models_dropped,
+        ):
             metric.remove_by_labels({"target": target})

@@ -489,7 +489,8 @@ CONTRACT_FAMILIES = {
     "ollama_probe_gpu_memory_peak_bytes": "gauge",
     "ollama_exporter_build_info": "gauge",
     "ollama_exporter_config_last_reload_successful": "gauge",
-    "ollama_exporter_probe_duty_cycle_ratio": "gauge",
+    "ollama_exporter_probe_busy_seconds": "counter",
+    "ollama_exporter_probe_concurrency_slots": "gauge",
     "ollama_exporter_probe_interval_stretch_ratio": "gauge",
     "ollama_exporter_probe_schedule_lag_seconds": "histogram",
     "ollama_exporter_probe_queue_wait_seconds": "histogram",
@@ -635,8 +636,11 @@ def test_end_to_end_metrics_match_what_the_double_did(tmp_path: Path, double: Ol
     assert value(samples, "ollama_health_check_failures_total", target="local") == 0
     assert series(samples, "ollama_exporter_build_info") == [{"version": __version__}]
     assert value(samples, "ollama_exporter_config_last_reload_successful") == 1
-    duty = value(samples, "ollama_exporter_probe_duty_cycle_ratio", target="local")
-    assert duty is not None and 0 < duty <= 1
+    # Busy seconds: every probe's measured duration (all succeeded here, once each).
+    probed = sum(v for (n, _), v in samples.items() if n == "ollama_probe_duration_seconds_sum")
+    busy = value(samples, "ollama_exporter_probe_busy_seconds_total", target="local")
+    assert probed > 0 and busy == pytest.approx(probed)
+    assert value(samples, "ollama_exporter_probe_concurrency_slots", target="local") == 1
     assert value(samples, "ollama_exporter_probe_interval_stretch_ratio", target="local") == 1
     lag = value(samples, "ollama_exporter_probe_schedule_lag_seconds_count", target="local")
     wait = value(samples, "ollama_exporter_probe_queue_wait_seconds_count", target="local")

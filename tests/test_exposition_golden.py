@@ -18,10 +18,12 @@ from pathlib import Path
 import pytest
 
 from exporter.backends import ListedModel, RunningModel
+from exporter.config import ProbeConfig
 from exporter.exporter_series import LoadState
 from exporter.exposition import Exposition
 from exporter.gpu import GpuDevice, GpuProcess, GpuSnapshot, ProbeGpuUsage
 from exporter.gpu_collector import GpuCollector
+from exporter.pacing import Pacing, Run
 from exporter.probe import BackendTimings, ProbeOutcome, Reason
 from exporter.results import JobKey, ProbeResult, ResultStore
 from tests.fakes.gpu import FixedGpuReader
@@ -65,15 +67,23 @@ class State:
     def __init__(self, gpu: GpuSnapshot, loads: LoadState | None = None) -> None:
         self.store = ResultStore()
         self.local = StaticTarget("local")
+        self.pacing = Pacing()
+        self.pacing.add_target("local", ProbeConfig(max_duty_cycle=1.0))
         self.exposition = Exposition(
             self.store,
             lambda: [self.local.target],
             lambda: loads or LoadState(),
+            self.pacing,
             live_collectors=[GpuCollector(FixedGpuReader(gpu))],
         )
         for model in MODELS:
             for prompt, checks in PROMPTS.items():
                 self.store.open(JobKey("local", model, prompt), checks)
+
+    def ran(self, result: ProbeResult) -> None:
+        """The scheduler's accounting of one finished run: its busy time."""
+        key = result.key
+        self.pacing.ended(f"{key.model}/{key.prompt}", key.target, result.interval_s, result)
 
 
 def _success(key: JobKey, seconds: float) -> ProbeResult:
@@ -108,9 +118,10 @@ def good_state() -> Exposition:
     state.local.residency([RunningModel("gemma3:12b", 8_000_000_000, 7_500_000_000, expires, 4096)])
     for i, model in enumerate(MODELS):
         for prompt in PROMPTS:
-            state.store.record(_success(JobKey("local", model, prompt), 37.4 + 7.5 * i))
-    state.exposition.scheduling_lag("local", 0.004, 0.0)
-    state.exposition.duty("local", 0.031, 1.0)
+            result = _success(JobKey("local", model, prompt), 37.4 + 7.5 * i)
+            state.store.record(result)
+            state.ran(result)
+    state.pacing.began("local", Run(planned=0.0, submitted=0.0, slot_free=0.0, started=0.004), None)
     return state.exposition
 
 
@@ -123,9 +134,9 @@ def failing_state() -> Exposition:
         for prompt in PROMPTS:
             reason = next(reasons)
             outcome = ProbeOutcome(reason, "detail", 120.0 if reason is Reason.TIMEOUT else 0.002)
-            state.store.record(
-                ProbeResult(JobKey("local", model, prompt), outcome, FINISHED_AT, 300.0, None)
-            )
+            result = ProbeResult(JobKey("local", model, prompt), outcome, FINISHED_AT, 300.0, None)
+            state.store.record(result)
+            state.ran(result)  # failed probes kept the target busy too, a timeout all its timeout
     return state.exposition
 
 

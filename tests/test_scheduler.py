@@ -1,5 +1,5 @@
-"""ProbeScheduler on the real APScheduler against the Ollama double: first-run pacing and what
-the duty cycle counts.
+"""ProbeScheduler on the real APScheduler against the Ollama double: first-run pacing, the
+jitter bound, the duty-cycle stretch, overrun skips, and what lag and busy time count.
 
 The planned times are APScheduler's own (the scheduled run times of its submission events), so
 they are what the trigger returned and what the schedule-lag histogram measures from.
@@ -18,14 +18,22 @@ from typing import Any
 
 import httpx
 import pytest
-from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
+from apscheduler.events import (
+    EVENT_JOB_EXECUTED,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_SUBMITTED,
+    JobEvent,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
 
 from exporter.config import Config, load_config, parse_config
 from exporter.exposition import Exposition
 from exporter.gpu import DisabledGpuReader
+from exporter.pacing import Pacing
 from exporter.results import JobKey, ProbeResult, ResultStore
 from exporter.runner import ProbeRunner
-from exporter.scheduler import STARTUP_RATE, ProbeScheduler
+from exporter.scheduler import JITTER_RATIO, STARTUP_RATE, ProbeScheduler
 from exporter.service import Service
 from exporter.targets import Target
 from tests.exporter_process import Samples, parse_samples, series_of, value, wait_until
@@ -38,7 +46,8 @@ ROUNDING = 2e-6
 
 
 class Rig:
-    """One target, runner and ProbeScheduler, with every job submission's planned time noted."""
+    """One target, runner and ProbeScheduler, with every job submission's planned time noted,
+    and every run's end and overrun skip, in the order APScheduler reported them."""
 
     def __init__(
         self,
@@ -46,6 +55,7 @@ class Rig:
         clients: tuple[httpx.Client, httpx.Client],
         *,
         prompts: int = 1,
+        interval: str = "600s",
         probe: dict[str, Any] | None = None,
         api_client: httpx.Client | None = None,
     ) -> None:
@@ -54,7 +64,7 @@ class Rig:
             {
                 "targets": [{"name": "local", "url": double.url}],
                 "prompts": [
-                    {"id": f"p{i}", "text": "Why are avocados healthy?", "interval": "600s"}
+                    {"id": f"p{i}", "text": "Why are avocados healthy?", "interval": interval}
                     for i in range(prompts)
                 ],
                 "probe": settings,
@@ -65,18 +75,34 @@ class Rig:
         )
         self.store = ResultStore()
         self.target = Target(self.config.targets[0], api_client or clients[0], clients[1])
-        self.exposition = Exposition(self.store, lambda: [self.target], live_collectors=())
+        pacing = Pacing()
+        self.exposition = Exposition(
+            self.store, lambda: [self.target], pacing=pacing, live_collectors=()
+        )
         runner = ProbeRunner(self.config, DisabledGpuReader())
-        self.scheduler = ProbeScheduler(self.exposition, self.store, runner)
+        self.scheduler = ProbeScheduler(self.store, runner, pacing)
         self._lock = threading.Lock()
         self._planned: dict[str, float] = {}
-        # The one reach inside: APScheduler's events tell the planned time of each first run.
-        self.scheduler._scheduler.add_listener(self._submitted, EVENT_JOB_SUBMITTED)
+        self.events: list[tuple[int, str, float]] = []  # (event code, job id, planned time)
+        # The one reach inside: APScheduler's events tell the planned time of each run.
+        events = EVENT_JOB_SUBMITTED | EVENT_JOB_EXECUTED | EVENT_JOB_MAX_INSTANCES
+        self.scheduler._scheduler.add_listener(self._noted, events)
 
-    def _submitted(self, event: JobSubmissionEvent) -> None:
-        first: datetime = event.scheduled_run_times[0]
+    def _noted(self, event: JobEvent) -> None:
+        if isinstance(event, JobSubmissionEvent):
+            planned: datetime = event.scheduled_run_times[-1]  # coalesced: the last one
+        else:
+            assert isinstance(event, JobExecutionEvent)
+            planned = event.scheduled_run_time
         with self._lock:
-            self._planned.setdefault(event.job_id, first.timestamp())
+            if event.code == EVENT_JOB_SUBMITTED:
+                self._planned.setdefault(event.job_id, planned.timestamp())
+            self.events.append((event.code, event.job_id, planned.timestamp()))
+
+    def runs(self, job_id: str, code: int = EVENT_JOB_SUBMITTED) -> list[float]:
+        """Planned times of the job's runs submitted (or ended, or skipped) so far, in order."""
+        with self._lock:
+            return [t for c, j, t in self.events if c == code and j == job_id]
 
     def planned(self, prefix: str = "probe:") -> dict[str, float]:
         """The planned time of each job's first run (of jobs submitted so far)."""
@@ -296,11 +322,16 @@ def test_duty_counts_the_probes_own_time_not_the_look_up_before_it(
         assert isinstance(result, ProbeResult)
         duration = result.outcome.duration_s
         assert duration >= least  # the probe's time: the answer's delay, or the timeout
-        duty = rig.target.duty
-        # The job's projected duty is its last recorded span over its interval (600 s): the
+        duty = rig.scheduler.pacing.duty("local")
+        assert duty is not None
+        # The job's projected duty is its last recorded duration over its interval (600 s): the
         # probe's duration exactly, without the slow /api/ps look-up the run also waited for.
         assert duty.projected * 600 == pytest.approx(duration, abs=1e-6)
         assert duty.projected * 600 < least + PS_DELAY
+        # The busy counter adds the same seconds, and the slots the ratio rule divides by.
+        samples = _samples(rig)
+        assert value(samples, BUSY, target="local") == pytest.approx(duration, abs=1e-6)
+        assert value(samples, SLOTS, target="local") == 1
 
 
 # --- what the schedule-lag histogram counts ---------------------------------------------------
@@ -308,6 +339,8 @@ def test_duty_counts_the_probes_own_time_not_the_look_up_before_it(
 
 LAG = "ollama_exporter_probe_schedule_lag_seconds"
 WAIT = "ollama_exporter_probe_queue_wait_seconds"
+BUSY = "ollama_exporter_probe_busy_seconds_total"
+SLOTS = "ollama_exporter_probe_concurrency_slots"
 
 
 def _samples(rig: Rig) -> Samples:
@@ -349,21 +382,185 @@ def test_waiting_for_a_slot_is_queue_wait_not_lag(clients: Any) -> None:
 # --- worker threads ---------------------------------------------------------------------------
 
 
-def test_every_worker_starts_with_its_pool_and_no_more_start_later(clients: Any) -> None:
-    # Workers started on demand kept appearing for hours, whenever a rare burst found every one
-    # busy. The threads are the configuration's from the start.
+def test_a_target_never_has_more_workers_than_its_concurrency_slots(clients: Any) -> None:
+    # Six runs due within 0.1 s, each probe 0.2 s long, three slots: the pool starts workers as
+    # runs need them, never more than the slots (nor the upkeep pool more than its four).
     before = set(threading.enumerate())
+    most = {"probe-local_": 0, "exporter-upkeep_": 0}
 
     def workers(prefix: str) -> int:
         new = (t for t in threading.enumerate() if t not in before)
         return sum(1 for t in new if t.name.startswith(prefix))
 
+    def all_ran() -> bool:
+        for prefix in most:
+            most[prefix] = max(most[prefix], workers(prefix))
+        return rig.scheduler.ready()
+
     script = ModelScript("m:1b", resident=True, first_token_delay=0.2)
     with OllamaDouble([script]) as double:
         rig = Rig(double, clients, prompts=6, probe={"concurrency_per_target": 3})
         with rig:
-            at_start = workers("probe-local_"), workers("exporter-upkeep_")
-            wait_until(rig.scheduler.ready, 20, "six first probes, three at a time")
+            wait_until(all_ran, 20, "six first probes, three at a time")
             after = workers("probe-local_"), workers("exporter-upkeep_")
-    assert at_start == (3, 4)
-    assert after == (3, 4)
+    assert 1 <= most["probe-local_"] <= 3 and after[0] <= 3
+    assert 1 <= most["exporter-upkeep_"] <= 4 and after[1] <= 4
+
+
+# --- later runs: the jitter bound, the duty-cycle stretch, overrun skips ----------------------
+
+# datetime keeps microseconds, and a plan is the previous one plus a timedelta (microseconds
+# too): each gap read back may be off by a couple of them.
+GAP_ROUNDING = 5e-6
+
+
+def gaps(planned: list[float]) -> list[float]:
+    return [b - a for a, b in itertools.pairwise(planned)]
+
+
+def test_later_runs_follow_the_interval_within_the_jitter_and_none_is_skipped_or_doubled(
+    clients: Any,
+) -> None:
+    """Every job's first run at its paced slot, each later one an interval plus at most
+    JITTER_RATIO of it after the previous plan; every plan is run once."""
+    interval = 0.3
+    jobs = [f"probe:local:m{m:02d}:1b:p{p}" for m in range(3) for p in range(2)]
+    with OllamaDouble(models(3)) as double:
+        rig = Rig(
+            double,
+            clients,
+            prompts=2,
+            interval=f"{interval * 1000:.0f}ms",
+            probe={"timeout": "200ms", "concurrency_per_target": len(jobs)},
+        )
+        started = time.time()
+        with rig:
+            wait_until(
+                lambda: all(len(rig.runs(j, EVENT_JOB_EXECUTED)) >= 6 for j in jobs),
+                20,
+                "six runs of every job",
+            )
+        chats = len(double.requests("/api/chat"))
+    first = [rig.runs(j)[0] for j in jobs]
+    assert_paced(first, not_before=started)
+    later: list[float] = []
+    for job in jobs:
+        planned = rig.runs(job)
+        assert planned == sorted(set(planned)), f"{job}: a plan submitted twice"
+        later += gaps(planned)
+    assert min(later) >= interval - GAP_ROUNDING
+    assert max(later) <= interval * (1 + JITTER_RATIO) + GAP_ROUNDING
+    # The jitter is drawn, not constant: 30-odd gaps all within 1 % of it would be a 1e-30 draw.
+    assert max(later) - min(later) > interval * JITTER_RATIO * 0.01
+    assert rig.runs(jobs[0], EVENT_JOB_MAX_INSTANCES) == []
+    # Each run sent one probe: none doubled, none lost (a run may still be in flight).
+    submitted = sum(len(rig.runs(j)) for j in jobs)
+    ended = sum(len(rig.runs(j, EVENT_JOB_EXECUTED)) for j in jobs)
+    assert ended <= chats <= submitted
+
+
+def test_the_duty_cycle_stretch_lengthens_the_next_intervals(clients: Any) -> None:
+    """One job whose probes take about half its interval, against max_duty_cycle 0.25: from the
+    run after the first probe ended, each gap is the interval times that probe's stretch
+    (duration / interval / max_duty_cycle), plus the jitter."""
+    interval, limit = 0.3, 0.25
+    job, key = "probe:local:m:1b:p0", JobKey("local", "m:1b", "p0")
+    durations: dict[float, float] = {}  # planned time of a run -> its probe's duration
+
+    def ended(event: JobEvent) -> None:
+        # The run's own result: runs of one job never overlap, and the next one is planned an
+        # interval or more later. (A probe cancelled by the shutdown at the end publishes none.)
+        assert isinstance(event, JobExecutionEvent)
+        result = rig.store.get(key)
+        assert isinstance(result, ProbeResult)
+        durations[event.scheduled_run_time.timestamp()] = result.outcome.duration_s
+
+    script = ModelScript("m:1b", resident=True, first_token_delay=interval / 2)
+    with OllamaDouble([script]) as double:
+        rig = Rig(
+            double,
+            clients,
+            interval=f"{interval * 1000:.0f}ms",
+            probe={"timeout": "250ms", "max_duty_cycle": limit},
+        )
+        rig.scheduler._scheduler.add_listener(ended, EVENT_JOB_EXECUTED)
+
+        def five_runs() -> tuple[dict[float, float], Samples] | None:
+            """The runs so far and an exposition that counted exactly them (the busy counter
+            holds their durations summed), once there are five."""
+            ran = dict(durations)
+            samples = _samples(rig)
+            busy = value(samples, BUSY, target="local")
+            if len(ran) < 5 or busy != pytest.approx(sum(ran.values()), abs=1e-9):
+                return None
+            return ran, samples
+
+        with rig:
+            ran, samples = wait_until(five_runs, 20, "five runs, counted in the busy seconds")
+            planned = rig.runs(job)
+    assert rig.runs(job, EVENT_JOB_MAX_INSTANCES) == []
+
+    def stretch(duration: float) -> float:
+        return max(1.0, duration / interval / limit)
+
+    # A gap is planned when the run before it is submitted, from the stretch as the run before
+    # that one left it; the first gap comes before any probe ended: unstretched.
+    assert interval - GAP_ROUNDING <= planned[1] - planned[0]
+    assert planned[1] - planned[0] <= interval * (1 + JITTER_RATIO) + GAP_ROUNDING
+    checked = 0
+    for before, (at, nxt) in zip(planned, itertools.pairwise(planned[1:]), strict=False):
+        if before not in ran:
+            continue
+        expected = interval * stretch(ran[before])
+        assert expected > interval * (1 + JITTER_RATIO)  # a real stretch, beyond the jitter
+        assert expected - GAP_ROUNDING <= nxt - at <= expected * (1 + JITTER_RATIO) + 1e-5
+        checked += 1
+    assert checked >= 3
+    # What the exporter shows with them: the stretch the last probe left.
+    shown = value(samples, "ollama_exporter_probe_interval_stretch_ratio", target="local")
+    assert shown == pytest.approx(stretch(ran[max(ran)]))
+
+
+def test_a_run_still_going_when_the_next_is_due_skips_it_as_overrun(
+    clients: Any, slow_ps_client: httpx.Client
+) -> None:
+    """Runs of 0.4 s look-up plus 0.2 s probe against a 0.5 s interval: each next plan falls
+    inside the run before it, is skipped and counted as an overrun skip, never run twice."""
+    interval = 0.5
+    job = "probe:local:m:1b:p0"
+    labels = {"target": "local", "model": "m:1b", "prompt": "p0"}
+    script = ModelScript("m:1b", resident=True, first_token_delay=0.2)
+    assert PS_DELAY + script.first_token_delay > interval * (1 + JITTER_RATIO)
+    with OllamaDouble([script]) as double:
+        rig = Rig(
+            double,
+            clients,
+            interval=f"{interval * 1000:.0f}ms",
+            probe={"timeout": "400ms"},
+            api_client=slow_ps_client,
+        )
+        with rig:
+            wait_until(
+                lambda: len(rig.runs(job, EVENT_JOB_MAX_INSTANCES)) >= 2, 20, "two overrun skips"
+            )
+        # Stopped (its thread joined): no run is submitted or skipped any more.
+        with rig._lock:
+            events = [(code, t) for code, j, t in rig.events if j == job]
+        samples = _samples(rig)
+        chats = double.requests("/api/chat")
+    skips = [t for code, t in events if code == EVENT_JOB_MAX_INSTANCES]
+    shown = value(samples, "ollama_probe_skips_total", reason="overrun", **labels)
+    assert shown == len(skips)
+    # Each skip came while the run submitted before it had not ended.
+    running = False
+    for code, _ in events:
+        if code == EVENT_JOB_SUBMITTED:
+            assert not running, "a run submitted while the previous one was still going"
+            running = True
+        elif code == EVENT_JOB_EXECUTED:
+            running = False
+        else:
+            assert running, "an overrun skip with no run in progress"
+    # One probe per run, never two at once at Ollama.
+    for a, b in itertools.pairwise(chats):
+        assert a.last_byte_at is not None and a.last_byte_at <= b.received_at

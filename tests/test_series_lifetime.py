@@ -17,6 +17,7 @@ import pytest
 
 from exporter.config import load_config
 from exporter.gpu import DisabledGpuReader
+from exporter.pacing import Run
 from exporter.probe import ProbeOutcome, Reason
 from exporter.results import JobKey, ProbeResult
 from exporter.service import Service
@@ -160,7 +161,9 @@ def test_a_target_a_reload_removes_takes_all_its_series_with_it(
         write(path, one.url)
         assert service.reload().ok
         assert targets() == {"local"}
-        # The pacing the scheduler still pushes, from a run of the removed target that ended late.
-        service.exposition.scheduling_lag("other", 0.01, 0.0)
-        service.exposition.duty("other", 0.5, 1.0)
+        # A run of the removed target that ended late: its pacing counts nowhere.
+        outcome = ProbeOutcome(None, "ok", 0.5)
+        late = ProbeResult(JobKey("other", "beta:1b", "liveness"), outcome, 0.0, 60.0, None)
+        service.pacing.began("other", Run(0.0, 0.0, 0.0, 0.01), None)
+        service.pacing.ended("other:beta:1b:liveness", "other", 60.0, late)
         assert targets() == {"local"}

@@ -58,7 +58,7 @@ class StaticTarget:
             TargetConfig(name=name, url="http://ollama.test:11434"), client, client
         )
         self.api = StaticBackend()
-        self.target.backend = self.api  # type: ignore[assignment]
+        self.target.backend = self.api
         self.config = config or Config()
 
     def health(self, version: str | None) -> None:
