@@ -1,6 +1,6 @@
 """Fidelity: does the exporter measure the model, not itself?
 
-exporter.probe.run_probe, over the exporter's own probe client (no connection reuse, so each
+exporter.probing.probe.run_probe, over the exporter's own probe client (no connection reuse, so each
 probe opens its connection as a user's first request would; the probe's clock starts after the
 connect, as the request goes out), with the Ollama backend, probes five scripted models of a double
 running in another process. The double records when it received each request and when it wrote
@@ -28,8 +28,8 @@ import httpx
 from benches.common import DoubleHost, Record, Section, Summary, model_spec, ms, summary_ms
 from exporter.backends.ollama import OLLAMA
 from exporter.config import TargetConfig
-from exporter.probe import ProbeOutcome, ProbeRequest, Watchdog, run_probe
-from exporter.targets import http_clients
+from exporter.probing.probe import ProbeOutcome, ProbeRequest, Watchdog, run_probe
+from exporter.probing.targets import http_clients
 
 MEDIAN_LIMIT_S = 0.001
 P99_LIMIT_S = 0.005

@@ -171,7 +171,7 @@ class Sampler:
 class TextSample:
     """The size of one scrape's text. Counters gain digits as probes add up, so the text grows
     by design. All of it but the live process lines is kept twice in the exporter: per job or
-    target, and joined for scrapes (exporter.exposition)."""
+    target, and joined for scrapes (exporter.exposition.scrape)."""
 
     at: float  # perf_counter, when the scrape began
     text_bytes: int

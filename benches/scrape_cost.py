@@ -35,11 +35,12 @@ from benches.scraper_host import Scraper, ScraperHost
 from exporter.backends import ListedModel, RunningModel
 from exporter.backends.ollama import OLLAMA
 from exporter.config import ProbeConfig, TargetConfig
-from exporter.exposition import Exposition
+from exporter.exposition.gpu_series import GpuCollector
+from exporter.exposition.scrape import Exposition
 from exporter.gpu import GpuDevice, GpuProcess, GpuSnapshot, ProbeGpuUsage
-from exporter.gpu_collector import GpuCollector
-from exporter.pacing import Pacing, Run
-from exporter.probe import (
+from exporter.probing.jobs import JobKey, ProbeResult
+from exporter.probing.pacing import Pacing, Run
+from exporter.probing.probe import (
     BackendTimings,
     ProbeOutcome,
     ProbeRequest,
@@ -47,10 +48,10 @@ from exporter.probe import (
     Watchdog,
     run_probe,
 )
-from exporter.results import JobKey, ProbeResult, ResultStore
-from exporter.server import App, HttpServer
+from exporter.probing.targets import Target, http_clients
+from exporter.results import ResultStore
 from exporter.service import ReloadOutcome
-from exporter.targets import Target, http_clients
+from exporter.web.server import App, HttpServer
 from tests.fakes.static_target import StaticTarget
 from tests.stock_rendering import StockExporterMetrics, StockProbeMetrics, StockTargetMetrics
 
@@ -331,7 +332,7 @@ def _contenders() -> dict[str, Contender]:
     exporter = Exporter()
     baseline = Baseline()
     return {
-        "exporter": Contender(exporter, exporter.exposition.body),
+        "exporter": Contender(exporter, exporter.exposition.scrape.body),
         "baseline": Contender(baseline, baseline.render),
     }
 

@@ -21,14 +21,14 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.config import CONFIG_ENV, Config, load_config
+from exporter.exposition.gpu_series import GpuCollector
 from exporter.gpu import DisabledGpuReader, GpuReader, NvmlReader
-from exporter.gpu_collector import GpuCollector
 from exporter.probe_command import format_json, format_table, run_round
-from exporter.server import App, HttpServer
 from exporter.service import Service
-from exporter.status import render_status, snapshot_of
 from exporter.validation import ConfigError
-from exporter.webconfig import WebAccessConfig, load_web_config
+from exporter.web.access import WebAccessConfig, load_web_config
+from exporter.web.server import App, HttpServer
+from exporter.web.status import render_status, snapshot_of
 
 log = logging.getLogger("exporter")
 EXIT_CONFIG = 2

@@ -15,10 +15,11 @@ from typing import Any
 
 from exporter.config import Config
 from exporter.gpu import GpuReader
+from exporter.probing.jobs import JobKey, ProbeResult, ProbeSkip
+from exporter.probing.runner import JobSpec, ProbeRunner
+from exporter.probing.targets import Target, http_clients
 from exporter.redact import printable
-from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
-from exporter.runner import JobSpec, ProbeRunner
-from exporter.targets import Target, http_clients
+from exporter.results import ResultStore
 
 # Said when a listing failed without leaving a reason; Target records one for every failure.
 _UNKNOWN_REASON = "models could not be listed"

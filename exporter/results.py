@@ -1,12 +1,12 @@
-"""The record of live probe jobs: job keys, probe results, skips, and what each job added up to.
+"""The record of live probe jobs: each open job's latest result and what its results added up to.
 
 The ResultStore is the one owner of job state. The scheduler opens a job when it starts and
 closes it when it ends (a reload, a listing or max_models dropped its model); every result or
 skip of an open job is folded into the job's JobTally, and one of a closed job is refused. The
 status page, the health rules and the `probe` command read the latest result and the failure
 streak from it, and the exposition renders the probe series from the tallies of the open jobs
-(exporter.probe_series), so a job's series exist exactly while the job does, and the streak on
-the status page and the `ollama_probe_consecutive_failures` gauge are one value.
+(exporter.exposition.probe_series), so a job's series exist exactly while the job does, and
+the streak on the status page and the `ollama_probe_consecutive_failures` gauge are one value.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from exporter.gpu import ProbeGpuUsage
-from exporter.probe import BackendTimings, ProbeOutcome, Reason
+from exporter.probing.jobs import JobKey, ProbeResult, ProbeSkip
+from exporter.probing.probe import BackendTimings, Reason
 
 # Histogram bounds of the probe series: a tally counts each observation into its bucket when it
 # arrives, since the value itself is not kept.
@@ -26,51 +27,6 @@ DURATION_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 45, 60, 90, 120, 180,
 TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
 SKIP_REASONS = ("not_loaded", "residency_unknown", "overrun")
 _REASONS = tuple(reason.value for reason in Reason)
-
-
-@dataclass(frozen=True, order=True)
-class JobKey:
-    """One probe job: a prompt sent to a model of a target (the label set of its series)."""
-
-    target: str
-    model: str
-    prompt: str
-
-    def labels(self) -> tuple[str, str, str]:
-        return (self.target, self.model, self.prompt)
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """Everything one finished probe produced, published at once."""
-
-    key: JobKey
-    outcome: ProbeOutcome
-    finished_at: float  # Unix time of the probe's end
-    interval_s: float  # the job's effective interval when the probe ended
-    cold_start: bool | None = None  # None: /api/ps failed, so it is unknown
-    checks: Mapping[str, bool] = field(default_factory=dict)
-    gpu: tuple[ProbeGpuUsage, ...] = ()
-    vram_bytes: int | None = None  # the model's size_vram from /api/ps before the probe
-
-    @property
-    def response_characters(self) -> int:
-        return len(self.outcome.answer)
-
-    @property
-    def response_words(self) -> int:
-        return len(self.outcome.answer.split())
-
-
-@dataclass(frozen=True)
-class ProbeSkip:
-    """A run that did not probe, and why (e.g. only_loaded and the model is not resident)."""
-
-    key: JobKey
-    reason: str
-    detail: str
-    finished_at: float
-    interval_s: float
 
 
 @dataclass(frozen=True)

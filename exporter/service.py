@@ -18,14 +18,14 @@ from pathlib import Path
 from prometheus_client.registry import Collector
 
 from exporter.config import Config, TargetConfig, load_config
-from exporter.exporter_series import LoadState
-from exporter.exposition import Exposition
+from exporter.exposition.exporter_series import LoadState
+from exporter.exposition.scrape import Exposition
 from exporter.gpu import DisabledGpuReader, GpuReader
-from exporter.pacing import Pacing
+from exporter.probing.pacing import Pacing
+from exporter.probing.runner import ProbeRunner
+from exporter.probing.scheduler import ProbeScheduler
+from exporter.probing.targets import Target, http_clients
 from exporter.results import ResultStore
-from exporter.runner import ProbeRunner
-from exporter.scheduler import ProbeScheduler
-from exporter.targets import Target, http_clients
 from exporter.validation import ConfigError
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from exporter.config import parse_config
-from exporter.targets import http_clients
+from exporter.probing.targets import http_clients
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from exporter import __version__
-from exporter import probe_series as m
 from exporter.backends import ListedModel, RunningModel
-from exporter.pacing import LAG_BUCKETS
-from exporter.probe import BackendTimings, Reason
-from exporter.results import JobKey, ProbeResult, ProbeSkip
+from exporter.exposition import probe_series as m
+from exporter.probing.jobs import JobKey, ProbeResult, ProbeSkip
+from exporter.probing.pacing import LAG_BUCKETS
+from exporter.probing.probe import BackendTimings, Reason
 
 JOB = ("target", "model", "prompt")
 T = ("target",)

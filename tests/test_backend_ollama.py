@@ -20,7 +20,7 @@ import pytest
 from exporter.backends import BACKENDS, ApiClient, BackendApiError, Chunk, RunningModel
 from exporter.backends.ollama import OLLAMA, NdjsonStream, model_key
 from exporter.config import BackendName, ProbeConfig, load_config
-from exporter.probe import BackendTimings, ProbeFailure, ProbeRequest, Reason
+from exporter.probing.probe import BackendTimings, ProbeFailure, ProbeRequest, Reason
 from tests.fakes.ollama_double import ModelScript, OllamaDouble
 
 MODEL = "gemma3:12b"

@@ -6,8 +6,8 @@ from typing import Literal
 
 import pytest
 
-from exporter.checks import detect_language, run_checks, word_count
 from exporter.config import ChecksConfig
+from exporter.probing.checks import detect_language, run_checks, word_count
 
 POLISH = (
     "Awokado jest bogate w zdrowe tłuszcze jednonienasycone, które wspierają pracę serca. "

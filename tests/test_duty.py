@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.duty import CHANGE, START, DutyCycle
+from exporter.probing.duty import CHANGE, START, DutyCycle
 
 
 def test_projection_uses_each_jobs_last_duration_and_stretches_past_the_limit() -> None:

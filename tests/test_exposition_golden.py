@@ -19,13 +19,14 @@ import pytest
 
 from exporter.backends import ListedModel, RunningModel
 from exporter.config import ProbeConfig
-from exporter.exporter_series import LoadState
-from exporter.exposition import Exposition
+from exporter.exposition.exporter_series import LoadState
+from exporter.exposition.gpu_series import GpuCollector
+from exporter.exposition.scrape import Exposition
 from exporter.gpu import GpuDevice, GpuProcess, GpuSnapshot, ProbeGpuUsage
-from exporter.gpu_collector import GpuCollector
-from exporter.pacing import Pacing, Run
-from exporter.probe import BackendTimings, ProbeOutcome, Reason
-from exporter.results import JobKey, ProbeResult, ResultStore
+from exporter.probing.jobs import JobKey, ProbeResult
+from exporter.probing.pacing import Pacing, Run
+from exporter.probing.probe import BackendTimings, ProbeOutcome, Reason
+from exporter.results import ResultStore
 from tests.fakes.gpu import FixedGpuReader
 from tests.fakes.static_target import StaticTarget
 

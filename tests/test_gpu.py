@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
+from exporter.exposition.gpu_series import GpuCollector
 from exporter.gpu import (
     DisabledGpuReader,
     GpuDevice,
@@ -34,7 +35,6 @@ from exporter.gpu import (
     ProbeGpuSampler,
     ProbeGpuUsage,
 )
-from exporter.gpu_collector import GpuCollector
 from tests.fakes.gpu import FixedGpuReader
 
 REPO = Path(__file__).resolve().parent.parent

@@ -31,9 +31,9 @@ import httpx
 import pytest
 
 from exporter.cli import main
-from exporter.server import App, HttpServer
 from exporter.service import ReloadOutcome
-from exporter.webconfig import load_web_config
+from exporter.web.access import load_web_config
+from exporter.web.server import App, HttpServer
 from tests.exporter_process import (
     REPO,
     ExporterProcess,

@@ -22,8 +22,8 @@ import trustme
 
 from exporter.backends.ollama import OLLAMA
 from exporter.config import TargetConfig
-from exporter.probe import ProbeRequest, Reason, run_probe
-from exporter.targets import http_clients
+from exporter.probing.probe import ProbeRequest, Reason, run_probe
+from exporter.probing.targets import http_clients
 from tests.exporter_process import (
     ExporterProcess,
     Samples,

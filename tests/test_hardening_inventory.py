@@ -19,9 +19,9 @@ import pytest
 from exporter.backends.ollama import OLLAMA
 from exporter.config import load_config
 from exporter.gpu import DisabledGpuReader
-from exporter.probe import ProbeRequest, Reason, run_probe
+from exporter.probing.probe import ProbeRequest, Reason, run_probe
+from exporter.probing.targets import Target
 from exporter.service import Service
-from exporter.targets import Target
 from tests.exporter_process import (
     ExporterProcess,
     parse_samples,

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from exporter.probe import Reason
+from exporter.probing.probe import Reason
 from tests.exporter_process import (
     ExporterProcess,
     Samples,

@@ -15,11 +15,11 @@ import httpx
 import pytest
 
 from exporter.config import parse_config
-from exporter.health import HealthTracker, duration_text
-from exporter.targets import Target
+from exporter.probing.health import HealthTracker, duration_text
+from exporter.probing.targets import Target
 from tests.fakes.ollama_double import ModelScript, OllamaDouble
 
-LOGGER = "exporter.health"
+LOGGER = "exporter.probing.health"
 
 
 class Clock:

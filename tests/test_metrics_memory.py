@@ -1,6 +1,6 @@
 """A scrape does not hold more memory after it than before it: it renders again the jobs whose
-tally changed and drops their old texts (exporter.probe_series), so what it keeps is one text
-per open job, whatever changed."""
+tally changed and drops their old texts (exporter.exposition.probe_series), so what it keeps is
+one text per open job, whatever changed."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from exporter.exposition import Exposition
-from exporter.results import JobKey, ProbeSkip, ResultStore
+from exporter.exposition.scrape import Exposition
+from exporter.probing.jobs import JobKey, ProbeSkip
+from exporter.results import ResultStore
 from tests.test_metrics_reference import CHECKS, _result
 
 KEYS = [JobKey("local", f"model-{m:02d}:8b", p) for m in range(20) for p in ("a", "b", "c")]

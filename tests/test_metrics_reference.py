@@ -1,7 +1,7 @@
 """The probe series' own rendering against stock prometheus_client holding the same series.
 
-The ResultStore keeps plain per-job tallies and exporter.probe_series re-renders only the jobs
-whose tally changed; stock prometheus_client objects (tests/stock_rendering.py, also the
+The ResultStore keeps plain per-job tallies and exporter.exposition.probe_series re-renders only
+the jobs whose tally changed; stock prometheus_client objects (tests/stock_rendering.py, also the
 scrape-cost baseline) are the reference. The same history goes to both, and after every step
 the two texts must carry the same family headers in the same order and the same sample lines,
 so a stale per-job cache or an escaping slip shows.
@@ -19,11 +19,12 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.exposition import Exposition
+from exporter.exposition.probe_series import ProbeSeries
+from exporter.exposition.scrape import Exposition
 from exporter.gpu import ProbeGpuUsage
-from exporter.probe import BackendTimings, ProbeOutcome, Reason
-from exporter.probe_series import ProbeSeries
-from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
+from exporter.probing.jobs import JobKey, ProbeResult, ProbeSkip
+from exporter.probing.probe import BackendTimings, ProbeOutcome, Reason
+from exporter.results import ResultStore
 from tests.fakes.static_target import StaticTarget
 from tests.stock_rendering import StockProbeMetrics
 

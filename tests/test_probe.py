@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 from exporter.backends import Backend, Chunk, StreamRequest
 from exporter.backends.ollama import OLLAMA, OllamaBackend
-from exporter.probe import (
+from exporter.probing.probe import (
     BackendTimings,
     ProbeFailure,
     ProbeOutcome,

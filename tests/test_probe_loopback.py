@@ -21,8 +21,8 @@ import pytest
 
 from exporter.backends.ollama import OLLAMA
 from exporter.config import TargetConfig
-from exporter.probe import ProbeOutcome, ProbeRequest, Reason, Watchdog, run_probe
-from exporter.targets import http_clients
+from exporter.probing.probe import ProbeOutcome, ProbeRequest, Reason, Watchdog, run_probe
+from exporter.probing.targets import http_clients
 from tests.exporter_process import wait_until
 from tests.fakes.ollama_double import (
     ERROR_LINE_TEXT,

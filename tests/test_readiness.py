@@ -7,8 +7,8 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
-from exporter.readiness import StartupReadiness
-from exporter.results import JobKey
+from exporter.probing.jobs import JobKey
+from exporter.probing.readiness import StartupReadiness
 from tests.exporter_process import ExporterProcess, series_of, wait_until
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
 from tests.test_hardening_support import closed_port

@@ -9,8 +9,9 @@ changes nothing.
 
 from __future__ import annotations
 
-from exporter.probe import ProbeOutcome, Reason
-from exporter.results import FailureStreak, JobKey, ProbeResult, ProbeSkip, ResultStore
+from exporter.probing.jobs import JobKey, ProbeResult, ProbeSkip
+from exporter.probing.probe import ProbeOutcome, Reason
+from exporter.results import FailureStreak, ResultStore
 
 KEY = JobKey("local", "gemma3:12b", "liveness")
 OTHER = JobKey("local", "mistral:7b", "liveness")

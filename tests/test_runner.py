@@ -22,14 +22,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from exporter.config import Config, PromptConfig, parse_config
-from exporter.exposition import Exposition
+from exporter.exposition.scrape import Exposition
 from exporter.gpu import DisabledGpuReader, GpuDevice, GpuReader, GpuSnapshot
-from exporter.health import TargetHealth
-from exporter.probe import Reason
-from exporter.results import JobKey, ProbeResult, ProbeSkip, ResultStore
-from exporter.runner import ANSWER_EXCERPT_CHARS, JobSpec, ProbeRunner
-from exporter.status import StatusSnapshot, render_status
-from exporter.targets import Target
+from exporter.probing.health import TargetHealth
+from exporter.probing.jobs import JobKey, ProbeResult, ProbeSkip
+from exporter.probing.probe import Reason
+from exporter.probing.runner import ANSWER_EXCERPT_CHARS, JobSpec, ProbeRunner
+from exporter.probing.targets import Target
+from exporter.results import ResultStore
+from exporter.web.status import StatusSnapshot, render_status
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
 from tests.test_status import Page
 
@@ -449,7 +450,7 @@ def test_a_failed_check_is_logged_with_its_names_and_an_excerpt_of_the_answer(
     double.set_models([ModelScript(WARM, answer=answer, resident=True)])
     prompt = AVOCADO | {"checks": {"min_words": 2, "contains_any": ["durian"], "regex": "^Z"}}
     rig = rig_with_token(double, clients, prompt)
-    with caplog.at_level(logging.WARNING, logger="exporter.runner"):
+    with caplog.at_level(logging.WARNING, logger="exporter.probing.runner"):
         result = rig.probe(WARM)
     assert result.checks == {"min_words": True, "contains_any": False, "regex": False}
     [record] = [r for r in caplog.records if "answer check failed" in r.getMessage()]
@@ -469,7 +470,7 @@ def test_passing_checks_log_nothing(
     double: OllamaDouble, clients: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
     rig = Rig(double, clients)
-    with caplog.at_level(logging.WARNING, logger="exporter.runner"):
+    with caplog.at_level(logging.WARNING, logger="exporter.probing.runner"):
         assert all(rig.probe(WARM).checks.values())
     assert [r.getMessage() for r in caplog.records] == []
 
@@ -601,7 +602,7 @@ def test_a_failed_probe_is_logged_with_its_labels_and_reason(
 ) -> None:
     rig = Rig(double, clients)
     double.set_fault(WARM, Fault.STATUS_503)
-    with caplog.at_level(logging.WARNING, logger="exporter.runner"):
+    with caplog.at_level(logging.WARNING, logger="exporter.probing.runner"):
         rig.probe(WARM)
     [record] = [r for r in caplog.records if "probe failed" in r.getMessage()]
     message = record.getMessage()

@@ -28,14 +28,15 @@ from apscheduler.events import (
 )
 
 from exporter.config import Config, load_config, parse_config
-from exporter.exposition import Exposition
+from exporter.exposition.scrape import Exposition
 from exporter.gpu import DisabledGpuReader
-from exporter.pacing import Pacing
-from exporter.results import JobKey, ProbeResult, ResultStore
-from exporter.runner import ProbeRunner
-from exporter.scheduler import JITTER_RATIO, STARTUP_RATE, ProbeScheduler
+from exporter.probing.jobs import JobKey, ProbeResult
+from exporter.probing.pacing import Pacing
+from exporter.probing.runner import ProbeRunner
+from exporter.probing.scheduler import JITTER_RATIO, STARTUP_RATE, ProbeScheduler
+from exporter.probing.targets import Target
+from exporter.results import ResultStore
 from exporter.service import Service
-from exporter.targets import Target
 from tests.exporter_process import Samples, parse_samples, series_of, value, wait_until
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
 

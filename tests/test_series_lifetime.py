@@ -17,9 +17,9 @@ import pytest
 
 from exporter.config import load_config
 from exporter.gpu import DisabledGpuReader
-from exporter.pacing import Run
-from exporter.probe import ProbeOutcome, Reason
-from exporter.results import JobKey, ProbeResult
+from exporter.probing.jobs import JobKey, ProbeResult
+from exporter.probing.pacing import Run
+from exporter.probing.probe import ProbeOutcome, Reason
 from exporter.service import Service
 from tests.exporter_process import parse_samples, value, wait_until
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import httpx
 import pytest
 
-from exporter.server import CONTENT_TYPE_METRICS, App, HttpServer, parse_listen_address
 from exporter.service import ReloadOutcome
+from exporter.web.server import CONTENT_TYPE_METRICS, App, HttpServer, parse_listen_address
 
 METRICS_TEXT = b'# HELP fake_metric A fake.\n# TYPE fake_metric gauge\nfake_metric{a="b"} 1.0\n'
 STATUS_HTML = "<!doctype html><html><body>status page</body></html>\n"
@@ -296,7 +296,7 @@ def test_serves_on_ipv6_loopback(fake: FakeApp) -> None:
 def test_a_non_loopback_address_logs_a_warning(
     fake: FakeApp, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="exporter.server"):
+    with caplog.at_level(logging.WARNING, logger="exporter.web.server"):
         HttpServer("127.0.0.1:0", fake.app()).start().stop()
         assert caplog.records == []
         HttpServer("0.0.0.0:0", fake.app()).start().stop()

@@ -17,11 +17,12 @@ from pathlib import Path
 from exporter import __version__
 from exporter.config import load_config
 from exporter.gpu import DisabledGpuReader
-from exporter.health import TargetHealth
-from exporter.probe import BackendTimings, ProbeOutcome, Reason
-from exporter.results import FailureStreak, JobKey, JobState, ProbeResult, ProbeSkip
+from exporter.probing.health import TargetHealth
+from exporter.probing.jobs import JobKey, ProbeResult, ProbeSkip
+from exporter.probing.probe import BackendTimings, ProbeOutcome, Reason
+from exporter.results import FailureStreak, JobState
 from exporter.service import ReloadOutcome, Service
-from exporter.status import EXCERPT_CHARS, REFRESH_S, StatusSnapshot, render_status, snapshot_of
+from exporter.web.status import EXCERPT_CHARS, REFRESH_S, StatusSnapshot, render_status, snapshot_of
 from tests.exporter_process import wait_until
 from tests.test_hardening_support import closed_port
 

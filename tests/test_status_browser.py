@@ -19,7 +19,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 
-from exporter.status import EXCERPT_CHARS
+from exporter.web.status import EXCERPT_CHARS
 from tests.exporter_process import ExporterProcess, series_of, value
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
 from tests.test_hardening_support import closed_port

@@ -16,8 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.backends.ollama import model_key
 from exporter.config import Config, parse_config
-from exporter.exposition import Exposition
-from exporter.targets import Target
+from exporter.exposition.scrape import Exposition
+from exporter.probing.targets import Target
 from tests.fakes.ollama_double import ModelScript, OllamaDouble
 
 GEMMA = "gemma3:12b"

@@ -14,10 +14,10 @@ from pathlib import Path
 import bcrypt
 import pytest
 
-from exporter.server import App, HttpServer, exposure_warning
 from exporter.service import ReloadOutcome
 from exporter.validation import ConfigError
-from exporter.webconfig import TlsServerConfig, WebAccessConfig, load_web_config
+from exporter.web.access import TlsServerConfig, WebAccessConfig, load_web_config
+from exporter.web.server import App, HttpServer, exposure_warning
 
 PASSWORD = "correct horse 8c1f"
 
@@ -129,7 +129,7 @@ def test_basic_auth_without_tls_beyond_loopback_logs_the_clear_text_warning(
         reload=lambda: ReloadOutcome(0.0),
         status_page=str,
     )
-    with caplog.at_level(logging.WARNING, logger="exporter.server"):
+    with caplog.at_level(logging.WARNING, logger="exporter.web.server"):
         HttpServer("0.0.0.0:0", app, WebAccessConfig(basic_auth_users=USERS)).start().stop()
     (record,) = caplog.records
     assert record.levelno == logging.WARNING

@@ -2,7 +2,8 @@
 
 A backend is one server protocol (Ollama's native API today). It is stateless: the read calls
 take the target's ApiClient, the probe calls take the ProbeRequest, so one instance serves
-every target of its kind. The generic code (exporter.probe, targets, runner) calls only this.
+every target of its kind. The generic code (exporter.probing: probe, targets, runner) calls
+only this.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Protocol
 import httpx
 
 from exporter.config import ProbeConfig
-from exporter.probe import BackendTimings, ProbeFailure, ProbeRequest, Reason
+from exporter.probing.probe import BackendTimings, ProbeFailure, ProbeRequest, Reason
 
 
 class BackendApiError(Exception):

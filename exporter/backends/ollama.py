@@ -27,7 +27,7 @@ from exporter.backends.base import (
     StreamRequest,
 )
 from exporter.config import ProbeConfig
-from exporter.probe import BackendTimings, ProbeFailure, ProbeRequest, Reason
+from exporter.probing.probe import BackendTimings, ProbeFailure, ProbeRequest, Reason
 
 _MODEL_NOT_FOUND = re.compile(r"model ['\"].*['\"] not found", re.IGNORECASE | re.DOTALL)
 

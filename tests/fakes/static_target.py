@@ -15,7 +15,7 @@ import httpx
 from exporter.backends import BackendApiError, ListedModel, RunningModel
 from exporter.backends.ollama import OLLAMA
 from exporter.config import Config, TargetConfig
-from exporter.targets import Target
+from exporter.probing.targets import Target
 
 
 class StaticBackend:

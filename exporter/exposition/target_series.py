@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.targets import Target
+from exporter.probing.targets import Target
 
 T = ("target",)
 TM = ("target", "model")

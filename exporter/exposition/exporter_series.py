@@ -2,7 +2,7 @@
 target's probes, and the models max_models left out.
 
 Built at scrape time from state: the load state of the running configuration, the scheduler's
-pacing tallies (exporter.pacing) and the live targets' inventories. A target's pacing series
+pacing tallies (exporter.probing.pacing) and the live targets' inventories. A target's pacing series
 exist exactly while the scheduler paces it.
 """
 
@@ -22,8 +22,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter import __version__
-from exporter.pacing import LAG_BUCKETS, Observed, PacingTally
-from exporter.targets import Target
+from exporter.probing.pacing import LAG_BUCKETS, Observed, PacingTally
+from exporter.probing.targets import Target
 
 T = ("target",)
 Tallies = Mapping[str, PacingTally]

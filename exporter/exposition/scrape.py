@@ -2,15 +2,15 @@
 
 Nothing pushes series into the exposition; it reads its sources at scrape time:
 
-- the ResultStore (exporter.results), the record of the open probe jobs and their tallies: the
-  probe series (exporter.probe_series) are rendered from it, each job's lines kept with the
+- the ResultStore (exporter.results), the record of the open probe jobs and their tallies:
+  the probe series (probe_series) are rendered from it, each job's lines kept with the
   version of the tally they came from, so a scrape renders again only the jobs whose tally
   changed and forgets the jobs that were closed, and sends the text as one block per family;
 - the live targets (a callable, Service.targets in the exporter): their health, inventory and
-  residency give the per-target series (exporter.target_series); with the configuration's
-  load state and the scheduler's pacing tallies (exporter.pacing) they give the exporter's own
-  series (exporter.exporter_series). That text is kept until a target's version, the load
-  state or the pacing version changes;
+  residency give the per-target series (target_series); with the configuration's load state
+  and the scheduler's pacing tallies (exporter.probing.pacing) they give the exporter's own
+  series (exporter_series). That text is kept until a target's version, the load state or the
+  pacing version changes;
 - process and NVML readings, which are cheap and describe "now", collected at every scrape.
 
 So a job's or a target's series exist exactly while the job or target does, a scrape's cost
@@ -32,12 +32,12 @@ from prometheus_client import (
 from prometheus_client.core import Metric
 from prometheus_client.registry import Collector
 
-from exporter.exporter_series import ExporterSeries, LoadState
-from exporter.pacing import Pacing
-from exporter.probe_series import ProbeSeries
+from exporter.exposition.exporter_series import ExporterSeries, LoadState
+from exporter.exposition.probe_series import ProbeSeries
+from exporter.exposition.target_series import TargetSeries
+from exporter.probing.pacing import Pacing
+from exporter.probing.targets import Target
 from exporter.results import ResultStore
-from exporter.target_series import TargetSeries
-from exporter.targets import Target
 
 # Counters' *_created series add a sample per series and nothing the rules use.
 disable_created_metrics()  # type: ignore[no-untyped-call]

@@ -8,7 +8,7 @@ does not leave a load balancer's rotation for that.
 
 from __future__ import annotations
 
-from exporter.results import JobKey
+from exporter.probing.jobs import JobKey
 
 # How many job names the 503 body lists before it only counts the rest.
 SHOWN_JOBS = 5

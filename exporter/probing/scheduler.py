@@ -13,7 +13,7 @@ succeeded the next is an inventory_interval later, after one that failed a healt
 
 This module owns the jobs' lifecycle (added, updated, replanned, moved, removed). How late
 runs start, how busy they keep a target and how far that stretches its intervals is
-exporter.pacing's, which every run goes through.
+exporter.probing.pacing's, which every run goes through.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
 from exporter.config import Config
-from exporter.pacing import Pacing
-from exporter.readiness import StartupReadiness
-from exporter.results import JobKey, ProbeSkip, ResultStore
-from exporter.runner import JobSpec, ProbeRunner
-from exporter.targets import Target
+from exporter.probing.jobs import JobKey, JobLedger, ProbeSkip
+from exporter.probing.pacing import Pacing
+from exporter.probing.readiness import StartupReadiness
+from exporter.probing.runner import JobSpec, ProbeRunner
+from exporter.probing.targets import Target
 
 log = logging.getLogger(__name__)
 JITTER_RATIO = 0.1
@@ -85,7 +85,7 @@ class ProbeScheduler:
     _remove_job, which removes its series and its status row at once.
     """
 
-    def __init__(self, store: ResultStore, runner: ProbeRunner, pacing: Pacing) -> None:
+    def __init__(self, store: JobLedger, runner: ProbeRunner, pacing: Pacing) -> None:
         self._store = store
         self._runner = runner
         self.pacing = pacing
@@ -142,7 +142,7 @@ class ProbeScheduler:
             self._scheduler.resume()
 
     def ready(self) -> bool:
-        """True once start-up is over (see exporter.readiness)."""
+        """True once start-up is over (see exporter.probing.readiness)."""
         with self._lock:
             return self._readiness.ready
 

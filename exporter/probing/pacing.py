@@ -1,5 +1,5 @@
 """Pacing: how late each probe run starts, how long it keeps its target busy, and the interval
-stretch that follows; the scheduler (exporter.scheduler) decides which jobs exist.
+stretch that follows; the scheduler (exporter.probing.scheduler) decides which jobs exist.
 
 Per run:
 - start lag and queue wait: APScheduler hands the planned run time (jitter included) to the
@@ -16,7 +16,7 @@ Per run:
   multiplied by (interval()), read by the triggers at each next-run computation.
 
 The figures are kept per target as a PacingTally, which the exposition reads at scrape time
-(exporter.exporter_series); a target's tally exists exactly while the target does.
+(exporter.exposition.exporter_series); a target's tally exists exactly while the target does.
 
 interval() runs inside APScheduler's job store lock (through the trigger), so nothing here
 takes the scheduler's lock: its state is read with single dict look-ups, and the tallies have a
@@ -39,9 +39,9 @@ from typing import Any
 from apscheduler.executors.pool import ThreadPoolExecutor
 
 from exporter.config import ProbeConfig
-from exporter.duty import DutyCycle
-from exporter.results import ProbeResult, ProbeSkip
-from exporter.runner import JobSpec
+from exporter.probing.duty import DutyCycle
+from exporter.probing.jobs import ProbeResult, ProbeSkip
+from exporter.probing.runner import JobSpec
 
 log = logging.getLogger(__name__)
 # Upper bounds of the lag and queue-wait histograms: a millisecond to five minutes.

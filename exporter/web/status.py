@@ -14,8 +14,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from exporter import __version__
-from exporter.health import TargetHealth, duration_text
-from exporter.results import JobKey, JobState, ProbeResult, ProbeSkip
+from exporter.probing.health import TargetHealth, duration_text
+from exporter.probing.jobs import JobKey, ProbeResult, ProbeSkip
+from exporter.results import JobState
 from exporter.service import ReloadOutcome, Service
 
 REFRESH_S = 30

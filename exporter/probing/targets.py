@@ -5,7 +5,7 @@ models get probe jobs. A failed or empty listing keeps the last good inventory, 
 restart never makes series vanish. Health (the version, the resident models) feeds
 availability and residency. Every server call goes through the target's backend. A Target
 keeps all of this as state, with a version bumped at every change; the exposition builds the
-per-target series from the live targets at scrape time (exporter.target_series).
+per-target series from the live targets at scrape time (exporter.exposition.target_series).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from exporter.backends import (
     backend_named,
 )
 from exporter.config import Config, TargetConfig
-from exporter.health import HealthTracker
+from exporter.probing.health import HealthTracker
 from exporter.redact import Redactor, printable
 
 log = logging.getLogger(__name__)
@@ -285,7 +285,7 @@ def http_clients(config: TargetConfig) -> tuple[httpx.Client, httpx.Client]:
 
     Probes get no connection reuse: each opens its own connection, so the watchdog can reach
     its socket and its deadline covers the connect. The probe's clock starts only as the
-    request goes out, after the connect (exporter.probe.run_probe).
+    request goes out, after the connect (exporter.probing.probe.run_probe).
     """
     verify: ssl.SSLContext | bool = False
     if not config.tls_insecure_skip_verify:

@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from exporter.backends import RunningModel
-from exporter.checks import run_checks
 from exporter.config import Config, PromptConfig
 from exporter.gpu import GpuReader, ProbeGpuSampler, ProbeGpuUsage
-from exporter.probe import ProbeOutcome, ProbeRequest, Watchdog, run_probe
+from exporter.probing.checks import run_checks
+from exporter.probing.jobs import JobKey, ProbeResult, ProbeSkip
+from exporter.probing.probe import ProbeOutcome, ProbeRequest, Watchdog, run_probe
+from exporter.probing.targets import Target
 from exporter.redact import printable
-from exporter.results import JobKey, ProbeResult, ProbeSkip
-from exporter.targets import Target
 
 log = logging.getLogger(__name__)
 ANSWER_EXCERPT_CHARS = 200  # enough to see what the model said, short enough for one log line

@@ -18,15 +18,9 @@ from dataclasses import dataclass
 
 from prometheus_client import utils
 
-from exporter.probe import BackendTimings
-from exporter.results import (
-    DURATION_BUCKETS,
-    SKIP_REASONS,
-    TTFT_BUCKETS,
-    Buckets,
-    JobKey,
-    JobTally,
-)
+from exporter.probing.jobs import JobKey
+from exporter.probing.probe import BackendTimings
+from exporter.results import DURATION_BUCKETS, SKIP_REASONS, TTFT_BUCKETS, Buckets, JobTally
 
 __all__ = ["DURATION_BUCKETS", "SKIP_REASONS", "TTFT_BUCKETS", "ProbeSeries"]
 
@@ -241,7 +235,7 @@ class ProbeSeries:
 
     The text is kept as its parts: each family's header, then one slot per job. A scrape that
     finds the same jobs open only replaces the slots of the jobs whose tally changed. Not
-    thread-safe: the caller (exporter.exposition) serialises renders.
+    thread-safe: the caller (exporter.exposition.scrape) serialises renders.
     """
 
     def __init__(self) -> None:

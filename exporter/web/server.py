@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
-from exporter.webconfig import BasicAuth, WebAccessConfig, ssl_context
+from exporter.web.access import BasicAuth, WebAccessConfig, ssl_context
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""Exposition: the /metrics text, built from the probing state at scrape time."""

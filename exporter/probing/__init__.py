@@ -1,0 +1,1 @@
+"""Probing: targets, their schedule, one probe run, and what it measured."""

@@ -1,0 +1,1 @@
+"""The exporter's own HTTP server: routes, access control and the status page."""
