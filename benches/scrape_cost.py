@@ -332,7 +332,7 @@ def _contenders() -> dict[str, Contender]:
     exporter = Exporter()
     baseline = Baseline()
     return {
-        "exporter": Contender(exporter, exporter.exposition.scrape.body),
+        "exporter": Contender(exporter, exporter.exposition.body),
         "baseline": Contender(baseline, baseline.render),
     }
 

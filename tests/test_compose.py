@@ -391,7 +391,7 @@ def test_exporter_healthcheck_asks_the_health_endpoint() -> None:
     url = urlsplit(re.search(r"http://[^'\"\s]+", checks[0]).group(0))
     assert (url.path, url.port) == (HEALTH_PATH, EXPORTER_PORT)
     assert ("EXPOSE", str(EXPORTER_PORT)) in final_stage()
-    sources = (ROOT / "exporter").glob("*.py")
+    sources = (ROOT / "exporter").rglob("*.py")
     assert any(HEALTH_PATH in path.read_text(encoding="utf-8") for path in sources), (
         f"the exporter serves no {HEALTH_PATH} (yet)"
     )
