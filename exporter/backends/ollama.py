@@ -4,7 +4,7 @@ Read endpoints: /api/version (health), /api/tags (models), /api/ps (residency), 
 (capabilities). Probes: a streamed /api/chat or /api/generate whose NDJSON lines carry the
 answer, thinking and tool calls, and whose final (`done`) line carries Ollama's own timings in
 nanoseconds. Plus Ollama's rules: how it compares model names, what keep_alive a probe sends,
-and when a probe paid a cold load. See /work/shared/reference/ollama-api.md for the facts used.
+and when a probe paid a cold load. The facts come from Ollama's API documentation.
 """
 
 from __future__ import annotations
