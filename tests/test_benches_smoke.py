@@ -22,10 +22,11 @@ EXPECTED = {
     "fidelity": ("|exporter total - double| (1 target)", "|exporter TTFT - double| (1 target)"),
     "scrape_cost": ("same series as the baseline (1x3x1)",),
     "footprint": (
-        "RSS [as shipped]",
-        "anonymous memory outside thread stacks [as shipped]",
-        "served text [as shipped]",
-        "idle CPU between probes [as shipped]",
+        "RSS [image and scripts/run]",
+        "anonymous memory outside thread stacks [image and scripts/run]",
+        "served text [image and scripts/run]",
+        "idle CPU between probes [image and scripts/run]",
+        "RSS [plain, no allocator settings]",
     ),
     "scheduler": (
         "start lag, external (double's receipt - logged plan)",
