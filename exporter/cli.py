@@ -1,19 +1,22 @@
-"""Command line: `ollama-probe-exporter [flags]` serves; `ollama-probe-exporter probe` runs once.
+"""Command line: `ollama-probe-exporter [flags]` serves; `probe` runs once; `compare` compares.
 
-Exit status: 0 on a clean stop, 2 for a bad configuration or bad flags, 1 when `probe` saw a
-failed probe or check.
+Exit status: 0 on a clean stop, 2 for a bad configuration or bad flags (and for `compare`
+without its extra), 1 when `probe` or `compare` saw a failed probe or check.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import queue
+import secrets
 import signal
 import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from prometheus_client import PLATFORM_COLLECTOR, PROCESS_COLLECTOR
@@ -64,7 +67,56 @@ def _parser() -> argparse.ArgumentParser:
     probe = sub.add_parser("probe", help="probe every model once now and print a comparison")
     _common(probe)
     probe.add_argument("--output", choices=("table", "json"), default="table")
+    _compare_parser(sub.add_parser("compare", help=COMPARE_HELP, description=COMPARE_HELP))
     return parser
+
+
+COMPARE_HELP = (
+    "probe the models in shuffled rounds (or read Prometheus) and write a comparison with "
+    "confidence intervals and a verdict per pair"
+)
+
+
+def _compare_parser(compare: argparse.ArgumentParser) -> None:
+    _common(compare)
+    compare.add_argument("--rounds", type=_positive, default=10, help="rounds (default 10)")
+    compare.add_argument(
+        "--per-visit",
+        type=_positive,
+        default=3,
+        help="probes of each prompt per visit to a model, back to back (default 3)",
+    )
+    compare.add_argument(
+        "--prompt", action="append", default=[], metavar="ID", help="only this prompt (repeatable)"
+    )
+    compare.add_argument(
+        "--target",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="only this target (repeatable)",
+    )
+    compare.add_argument(
+        "--seed", type=int, default=None, help="seed of the visit order and the bootstrap"
+    )
+    compare.add_argument("--output", choices=("markdown", "html", "json"), default="markdown")
+    compare.add_argument("--out", default=None, metavar="FILE", help="write here, not to stdout")
+    compare.add_argument(
+        "--from-prometheus",
+        default=None,
+        metavar="URL",
+        help="build the report from what this Prometheus holds instead of probing",
+    )
+    compare.add_argument(
+        "--range", default="7d", help="with --from-prometheus: how far back (default 7d)"
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -85,7 +137,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit status."""
     args = _parser().parse_args(argv)
-    _setup_logging(getattr(args, "log_level", "info"))
+    # A comparison's failures are in its report; the runner's warnings would only interleave.
+    quiet = "error" if args.command == "compare" else "info"
+    _setup_logging(getattr(args, "log_level", quiet))
     path = getattr(args, "config_file", None) or os.environ.get(CONFIG_ENV) or None
     web_file = getattr(args, "web_config_file", None)
     loaded = _load(path, web_file)
@@ -94,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config, web = loaded
     if args.command == "probe":
         return _probe_once(config, args.output)
+    if args.command == "compare":
+        return _compare(config, args)
     if args.config_check:
         print(f"configuration OK: {path or 'built-in defaults'}")
         if web_file:
@@ -153,6 +209,36 @@ def _probe_once(config: Config, output: str) -> int:
         gpu.close()
     print(format_json(result) if output == "json" else format_table(result))
     return 0 if result.ok else 1
+
+
+REPORT_EXTRA = ("numpy", "scipy", "matplotlib")
+
+
+def _compare(config: Config, args: argparse.Namespace) -> int:
+    try:  # the statistics and charts are an optional extra, kept out of the exporter's image
+        for module in REPORT_EXTRA:
+            importlib.import_module(module)
+        from exporter.compare.command import Options, compare
+    except ImportError as exc:
+        print(
+            f"ollama-probe-exporter compare needs the report extra ({exc.name or exc} is "
+            "missing): pip install 'ollama-probe-exporter[report]'",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**32)
+    options = Options(
+        rounds=args.rounds,
+        per_visit=args.per_visit,
+        prompts=tuple(args.prompt),
+        targets=tuple(args.target),
+        seed=seed,
+        output=args.output,
+        out=Path(args.out) if args.out else None,
+        from_prometheus=args.from_prometheus,
+        range=args.range,
+    )
+    return compare(config, options, _one_shot_gpu_reader)
 
 
 def _one_shot_gpu_reader(config: Config) -> GpuReader:

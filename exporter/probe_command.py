@@ -51,17 +51,25 @@ class Round:
         return all(t.up for t in self.targets) and all(good(r) for r in self.results)
 
 
-def run_round(config: Config, gpu: GpuReader) -> Round:
-    """Probe every (target, model, prompt) once, one after another."""
-    runner = ProbeRunner(config, gpu)
-    store = ResultStore()
-    states = []
+def list_targets(config: Config) -> tuple[list[TargetState], list[Target]]:
+    """Every target's state after one listing of its models, and the targets that answered."""
+    states, listed = [], []
     for target_config in config.targets:
         target = Target(target_config, *http_clients(target_config))
         if not target.refresh_inventory(config, config.probe.timeout):
             states.append(TargetState(target.name, False, target.listing_error or _UNKNOWN_REASON))
             continue
         states.append(TargetState(target.name, True))
+        listed.append(target)
+    return states, listed
+
+
+def run_round(config: Config, gpu: GpuReader) -> Round:
+    """Probe every (target, model, prompt) once, one after another."""
+    runner = ProbeRunner(config, gpu)
+    store = ResultStore()
+    states, listed = list_targets(config)
+    for target in listed:
         inventory = target.inventory
         for model in inventory.models if inventory else {}:
             for prompt in config.prompts:

@@ -65,3 +65,21 @@ def test_the_check_sees_a_backward_import(tmp_path: Path) -> None:
     probe.write_text("from exporter.results import ResultStore\nimport exporter.web.server\n")
     assert _imports(probe) >= {"exporter.results", "exporter.web.server"}
     assert any(_within(n, "exporter.results") for n in _imports(probe))
+
+
+REPORT_EXTRA = ("numpy", "scipy", "matplotlib")
+
+
+def test_only_compare_uses_the_report_extra_and_only_the_cli_imports_compare() -> None:
+    """The exporter runs without numpy, scipy and matplotlib (its image does not ship them)."""
+    wrong = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = _module(path)
+        if _within(module, "exporter.compare"):
+            continue
+        for name in sorted(_imports(path)):
+            if any(_within(name, extra) for extra in REPORT_EXTRA):
+                wrong.append(f"{module} imports {name}")
+            if _within(name, "exporter.compare") and module != "exporter.cli":
+                wrong.append(f"{module} imports {name}")
+    assert not wrong, "\n".join(wrong)

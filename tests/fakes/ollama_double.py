@@ -89,6 +89,9 @@ class ModelScript:
     resident: bool = False
     load_delay: float = 0.0
     first_token_delay: float = 0.0
+    # Extra delays before the first token, the n-th generation taking the n-th (cycling): a
+    # spread that two models can share exactly, so a comparison of them has a known answer.
+    extra_delays: tuple[float, ...] = ()
     token_interval: float = 0.0
     prompt_eval_count: int = 11
     fault: Fault = Fault.NONE
@@ -497,7 +500,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _stream(self, gen: _Generation) -> None:
         double = self.server.double
-        if not double._sleep(gen.script.first_token_delay):
+        if not double._sleep(gen.script.first_token_delay + double._extra_delay(gen.script)):
             return self._abandon()
         gen.prompt_done_at = time.perf_counter()
         self.pending = self._head(
@@ -540,7 +543,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _whole(self, gen: _Generation) -> None:
         double, script = self.server.double, gen.script
-        if not double._sleep(script.first_token_delay):
+        if not double._sleep(script.first_token_delay + double._extra_delay(script)):
             return self._abandon()
         gen.prompt_done_at = time.perf_counter()
         if not double._sleep(script.token_interval * max(0, len(gen.pieces) - 1)):
@@ -587,6 +590,7 @@ class OllamaDouble:
         self._cond = threading.Condition()  # guards everything below; waiters release it
         self._models: dict[str, ModelScript] = {}
         self._failures: dict[str, int] = {}
+        self._generations: dict[str, int] = {}  # generations per model, for extra_delays
         self._records: list[RequestRecord] = []
         self._release_gen = 0
         self._stopping = False
@@ -747,6 +751,14 @@ class OllamaDouble:
             return False
         self._set_resident(script, True)
         return True
+
+    def _extra_delay(self, script: ModelScript) -> float:
+        if not script.extra_delays:
+            return 0.0
+        with self._cond:
+            n = self._generations.get(script.name, 0)
+            self._generations[script.name] = n + 1
+        return script.extra_delays[n % len(script.extra_delays)]
 
     def _sleep(self, seconds: float) -> bool:
         """Wait `seconds` (never less); False if the double is stopping."""
