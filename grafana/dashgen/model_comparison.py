@@ -284,7 +284,10 @@ def build() -> dashboard_builders.Dashboard:
         UID,
         "Ollama / Model comparison",
         "The seed report's comparison of models on one prompt, live: response time, TTFT, "
-        "tokens/s, answer length, per-model VRAM, success, answer checks, cold starts.",
+        "tokens/s, answer length, per-model VRAM, success, answer checks, cold starts. "
+        "Means over a window carry no uncertainty: to decide which model to run, "
+        "`ollama-probe-exporter compare` (or `compare --from-prometheus URL --range 7d` on "
+        "what this Prometheus holds) gives medians with 95 % intervals and a verdict per pair.",
         variables=[target_variable(), model_variable(), prompt_variable(), window_variable()],
         time_from="now-6h",
     )
