@@ -13,21 +13,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service as DriverService
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
 
 from exporter.web.status import EXCERPT_CHARS
+from tests.browser import chromium
 from tests.exporter_process import ExporterProcess, series_of, value
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
 from tests.test_hardening_support import closed_port
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = Path("/usr/bin/chromedriver")
 # Runs if the page ever let markup through: the test then finds window.pwned set.
 HOSTILE = "<script>window.pwned=1</script>\"q'uote:latest"
 OFF_TOPIC = "I would rather not talk about fruit today. " * 20  # longer than the excerpt
@@ -35,27 +32,8 @@ OFF_TOPIC = "I would rather not talk about fruit today. " * 20  # longer than th
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[WebDriver]:
-    missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
-    if missing:
-        pytest.fail(
-            f"{', '.join(missing)} missing: install Debian's chromium and chromium-driver "
-            "(scripts/test does)"
-        )
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(argument)
-    options.add_argument("--window-size=1800,1400")
-    with pytest.MonkeyPatch.context() as env:
-        # Selenium Manager would otherwise look online for a driver; Debian's is the one wanted.
-        env.setenv("SE_OFFLINE", "true")
-        driver = webdriver.Chrome(
-            service=DriverService(executable_path=str(CHROMEDRIVER)), options=options
-        )
-    try:
+    with chromium() as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture(scope="module")
