@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from selenium.webdriver.common.by import By
 
+from tests.browser import chromium
 from tests.exporter_process import REPO, exporter_env
 from tests.fakes.ollama_double import ModelScript, OllamaDouble, listed_name
 
@@ -152,6 +154,13 @@ def test_html_is_written_to_the_file_asked_for(config: Path, tmp_path: Path) -> 
     page = out.read_text(encoding="utf-8")
     assert page.lower().startswith("<!doctype html>")
     assert "<svg" in page and "mistral:7b" in page
+    with chromium() as browser:
+        browser.get(out.as_uri())
+        severe = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+        charts = browser.find_elements(By.TAG_NAME, "svg")
+        assert severe == []
+        assert browser.title == "Model comparison"
+        assert charts and all(c.size["width"] > 100 and c.size["height"] > 100 for c in charts)
 
 
 def test_a_down_target_is_reported_and_fails_the_run(double: OllamaDouble, tmp_path: Path) -> None:
