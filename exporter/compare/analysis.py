@@ -133,7 +133,9 @@ def analyse(
 
 
 def _values(obs: Sequence[Observation], get: Callable[[Observation], float | None]) -> list[float]:
-    return [v for o in obs if (v := get(o)) is not None]
+    """The values present, sorted: a bootstrap resamples by position and numpy sums pairwise,
+    so the same probes in another order would otherwise give other intervals and means."""
+    return sorted(v for o in obs if (v := get(o)) is not None)
 
 
 def _figures(
@@ -293,10 +295,26 @@ def _relative(
         test = stats.compare_medians(
             fastest.samples["duration_s"], other.samples["duration_s"], rng, resamples
         )
-        share = _median(fastest) / _median(other)
-        ci = (1 / test.ci95[1], 1 / test.ci95[0]) if test and test.faster == 0 else None
+        share = _reciprocal(_ratio(_median(other), _median(fastest)))
+        ci = (
+            (_reciprocal(test.ci95[1]), _reciprocal(test.ci95[0]))
+            if test and test.faster == 0
+            else None
+        )
         out[(other.target, other.model, other.prompt)] = (share, ci)
     return out
+
+
+def _ratio(slower: float, faster: float) -> float:
+    """slower / faster as the statistics define it: 0 / 0 is 1 (equal), x / 0 is inf."""
+    if faster > 0.0:
+        return slower / faster
+    return 1.0 if slower == 0.0 else float("inf")
+
+
+def _reciprocal(ratio: float) -> float:
+    """1 / ratio, with 1 / 0 as inf (a resampled slower median can be 0) and 1 / inf as 0."""
+    return float("inf") if ratio == 0.0 else 1.0 / ratio
 
 
 def _with_relative(f: ModelFigures, rel: tuple[float, Interval | None] | None) -> ModelFigures:
