@@ -238,7 +238,11 @@ def _compare(config: Config, args: argparse.Namespace) -> int:
         from_prometheus=args.from_prometheus,
         range=args.range,
     )
-    return compare(config, options, _one_shot_gpu_reader)
+    try:
+        return compare(config, options, _one_shot_gpu_reader)
+    except KeyboardInterrupt:  # a long run stopped at the keyboard: a line, not a traceback
+        print("\ncompare: interrupted, no report written", file=sys.stderr)
+        return 130
 
 
 def _one_shot_gpu_reader(config: Config) -> GpuReader:

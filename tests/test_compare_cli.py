@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import pty
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,7 +24,7 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from tests.browser import chromium
-from tests.exporter_process import REPO, exporter_env
+from tests.exporter_process import REPO, exporter_env, wait_until
 from tests.fakes.ollama_double import ModelScript, OllamaDouble, listed_name
 
 ROUNDS, PER_VISIT, SEED = 4, 3, 20261205
@@ -241,3 +242,39 @@ def _read_all(fd: int) -> str:
         chunks.append(data)
     os.close(fd)
     return b"".join(chunks).decode(errors="replace")
+
+
+def test_an_interrupted_run_says_so_in_a_line_and_exits_130(
+    double: OllamaDouble, config: Path
+) -> None:
+    before = _generations(double)
+    with subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "exporter",
+            "compare",
+            "--config.file",
+            str(config),
+            "--rounds",
+            "1000",
+            "--output",
+            "json",
+        ],
+        cwd=REPO,
+        env=exporter_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        wait_until(lambda: _generations(double) > before + 2, 30, "probes of the run")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    assert "interrupted, no report written" in err
+    assert "Traceback" not in err
+    assert out == ""
+
+
+def _generations(double: OllamaDouble) -> int:
+    return len(double.requests("/api/chat")) + len(double.requests("/api/generate"))
