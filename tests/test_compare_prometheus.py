@@ -12,12 +12,16 @@ import json
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import httpx
 import pytest
 
 from exporter.compare.observations import Observation
@@ -27,6 +31,8 @@ from exporter.compare.prometheus_source import (
     parse_range,
     read_prometheus,
 )
+from tests.e2e.stack import EXPORTER_JOB, Prometheus, start_exporter, start_prometheus, wait_for
+from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
 
 # The names as docs/metrics.md lists them, written out here rather than imported, so a wrong
 # name in the module under test fails these tests.
@@ -592,3 +598,139 @@ def test_parse_range_rejects_anything_else_with_a_clear_message(text: str) -> No
     with pytest.raises(ValueError, match=r"Prometheus duration|longer than zero") as caught:
         parse_range(text)
     assert repr(text) in str(caught.value)
+
+
+# --- a real Prometheus scraping the real exporter ----------------------------------------------
+
+GOOD, BAD = "good:1b", "bad:1b"  # the double answers GOOD and fails BAD with HTTP 500
+FLAKY = "flaky:1b"  # answers until Prometheus saw it succeed, then fails
+ANSWER = "Avocado is rich in potassium and fibre, and it keeps well."
+PROBE_S, SCRAPE = 1.0, "500ms"  # scrapes twice per probe interval: few probes go unseen
+RANGE_S = 600.0
+EVENTS = 8  # probes of each model Prometheus must hold before the record is read
+
+
+def live_config(url: str) -> dict[str, Any]:
+    return {
+        "targets": [{"name": "local", "url": url}],
+        "prompts": [{"id": "hello", "text": "Say hello.", "interval": f"{PROBE_S}s"}],
+        "probe": {
+            "timeout": "800ms",
+            "health_interval": "1s",
+            "inventory_interval": "30s",
+            "max_duty_cycle": 1.0,  # two jobs every second would be stretched otherwise
+        },
+        "gpu": {"enabled": False},
+    }
+
+
+def scrape_config(exporter: str) -> dict[str, Any]:
+    return {
+        "global": {"scrape_interval": SCRAPE, "scrape_timeout": SCRAPE},
+        "scrape_configs": [{"job_name": EXPORTER_JOB, "static_configs": [{"targets": [exporter]}]}],
+    }
+
+
+def raw_matrix(prometheus: Prometheus, selector: str, at: float) -> list[dict[str, Any]]:
+    response = httpx.get(
+        f"{prometheus.url}/api/v1/query", params={"query": selector, "time": at}, timeout=10
+    )
+    response.raise_for_status()
+    result: list[dict[str, Any]] = response.json()["data"]["result"]
+    return result
+
+
+def probes_counted(prometheus: Prometheus, at: float) -> dict[str, float]:
+    """Per model, how much ollama_probes_total rose over the range: last minus first sample.
+
+    Prometheus' own resets() says there was no reset, so no reset handling is needed here.
+    """
+    resets = prometheus.query(f"resets(ollama_probes_total[{RANGE_S:.0f}s]) > 0")
+    assert not resets, resets
+    rose: dict[str, float] = {}
+    for series in raw_matrix(prometheus, f"ollama_probes_total[{RANGE_S:.0f}s]", at):
+        values = [float(v) for _, v in series["values"]]
+        model = series["metric"]["model"]
+        rose[model] = rose.get(model, 0.0) + values[-1] - values[0]
+    return rose
+
+
+def enough_probes(prometheus: Prometheus) -> bool:
+    seen = prometheus.query(
+        f"changes(ollama_probe_last_run_timestamp_seconds[{RANGE_S:.0f}s]) >= {EVENTS}"
+    )
+    return {s["metric"]["model"] for s in seen} >= {GOOD, BAD}
+
+
+def flaky_failed_after_success(prometheus: Prometheus, double: OllamaDouble) -> bool:
+    """Fail FLAKY once Prometheus saw it succeed; true once Prometheus saw it fail too.
+
+    Its answer gauges then hold the success while its later probes fail: the values that must
+    not leak into the failures' observations.
+    """
+    # Two changes: successes after the first sample, which is only the record's baseline.
+    succeeded = prometheus.query(
+        f'changes(ollama_probe_last_success_timestamp_seconds{{model="{FLAKY}"}}[1h]) >= 2'
+    )
+    double.set_fault(FLAKY, Fault.STATUS_500 if succeeded else Fault.NONE)
+    return bool(prometheus.query(f'ollama_probe_failures_total{{model="{FLAKY}"}} > 0'))
+
+
+@pytest.mark.e2e
+def test_a_real_prometheus_record_of_the_exporter_gives_its_probes(tmp_path: Path) -> None:
+    models = [
+        ModelScript(GOOD, answer=ANSWER, token_interval=0.001),
+        ModelScript(BAD, fault=Fault.STATUS_500),
+        ModelScript(FLAKY, answer=ANSWER),
+    ]
+    with OllamaDouble(models) as double, ExitStack() as stack:
+        exporter = start_exporter(tmp_path, live_config(double.url), stack)
+        prometheus = start_prometheus(tmp_path, scrape_config(exporter.address), stack)
+        wait_for(
+            # Both every time: the first one steers the double.
+            lambda: all(
+                [flaky_failed_after_success(prometheus, double), enough_probes(prometheus)]
+            ),
+            timeout=40,
+            what=f"{EVENTS} probes of each model and a failure of {FLAKY} in Prometheus",
+            details=lambda: exporter.process.log_tail() + "\n" + prometheus.process.log_tail(),
+        )
+        end = time.time()
+        record = read_prometheus(prometheus.url, RANGE_S, ["local"], end=end)
+        counted = probes_counted(prometheus, end)
+        kept_ttft = prometheus.query(
+            f'ollama_probe_last_time_to_first_token_seconds{{model="{FLAKY}"}}'
+        )
+
+    by_model = {m: [o for o in record.observations if o.model == m] for m in (GOOD, BAD)}
+    assert record.targets == ["local"]
+    assert len(by_model[GOOD]) >= EVENTS - 1 and len(by_model[BAD]) >= EVENTS - 1
+    # Every probe the counter counts is either an observation or an unseen probe.
+    assert len(record.observations) + record.unseen_probes == sum(counted.values())
+    assert record.unseen_probes <= len(record.observations) // 2, record.notes
+
+    for o in by_model[GOOD]:
+        assert o.success and o.prompt == "hello" and o.target == "local"
+        assert o.duration_s is not None and o.duration_s > 0
+        assert o.ttft_s is not None and 0 < o.ttft_s <= o.duration_s
+        assert o.tokens_per_second is not None and o.tokens_per_second > 0
+        assert (o.characters, o.words) == (len(ANSWER), len(ANSWER.split()))
+        assert o.cold_start is not None
+        assert record.start < o.finished_at <= end
+    for o in by_model[BAD]:
+        assert o.reason == "http_status"
+        assert o.duration_s is not None and o.duration_s > 0
+        # The answer gauges of a failing job never existed; nothing may be invented for it.
+        assert (o.ttft_s, o.tokens_per_second, o.characters, o.checks) == (None, None, None, {})
+    assert kept_ttft, "the exporter should keep the last successful TTFT of the failing model"
+    flaky = [o for o in record.observations if o.model == FLAKY]
+    assert {o.reason for o in flaky} == {None, "http_status"}
+    for o in flaky:
+        assert (o.ttft_s is None) == (o.reason is not None), o
+        assert (o.characters is None) == (o.reason is not None), o
+    times = [o.finished_at for o in by_model[GOOD]]
+    assert times == sorted(times) and len(set(times)) == len(times)
+
+    assert record.scrape_interval_s == pytest.approx(0.5, abs=0.1)
+    assert record.probe_interval_s == pytest.approx(PROBE_S, rel=0.3)
+    assert any("scraped every 0.5 s" in note for note in record.notes)
