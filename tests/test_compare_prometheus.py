@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,6 +34,7 @@ from exporter.compare.prometheus_source import (
     read_prometheus,
 )
 from tests.e2e.stack import EXPORTER_JOB, Prometheus, start_exporter, start_prometheus, wait_for
+from tests.exporter_process import exporter_env
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
 
 # The names as docs/metrics.md lists them, written out here rather than imported, so a wrong
@@ -701,6 +704,24 @@ def test_a_real_prometheus_record_of_the_exporter_gives_its_probes(tmp_path: Pat
         kept_ttft = prometheus.query(
             f'ollama_probe_last_time_to_first_token_seconds{{model="{FLAKY}"}}'
         )
+        command = [sys.executable, "-m", "exporter", "compare", "--from-prometheus"]
+        cli = subprocess.run(
+            [*command, prometheus.url, "--range", "10m", "--output", "json", "--seed", "3"],
+            env=exporter_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+
+    # The command builds its report from the same record: failures in it make the status 1.
+    assert cli.returncode == 1, cli.stderr
+    report = json.loads(cli.stdout)
+    assert (report["rounds"], report["per_visit"], report["seed"]) == (None, None, 3)
+    assert "Prometheus" in report["method"] and report["notes"]
+    by_name = {r["model"]: r for r in report["results"]}
+    assert by_name[GOOD]["n"] >= EVENTS - 2 and by_name[GOOD]["failures"] == {}
+    assert by_name[BAD]["n"] == 0 and by_name[BAD]["failures"]["http_status"] >= EVENTS - 1
 
     by_model = {m: [o for o in record.observations if o.model == m] for m in (GOOD, BAD)}
     assert record.targets == ["local"]
