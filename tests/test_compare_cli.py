@@ -144,6 +144,7 @@ def _rows(markdown: str, heading: str) -> list[list[str]]:
     return [[cell.strip() for cell in line.strip("| ").split(" | ")] for line in lines[1:]]
 
 
+@pytest.mark.browser
 def test_html_is_written_to_the_file_asked_for(config: Path, tmp_path: Path) -> None:
     out = tmp_path / "report.html"
     done = compare(
