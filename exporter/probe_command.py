@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.config import Config
+from exporter.config import Config, PromptConfig
 from exporter.gpu import GpuReader
 from exporter.probing.jobs import JobKey, ProbeResult, ProbeSkip
 from exporter.probing.runner import JobSpec, ProbeRunner
@@ -64,6 +64,13 @@ def list_targets(config: Config) -> tuple[list[TargetState], list[Target]]:
     return states, listed
 
 
+def job_spec(config: Config, target: Target, model: str, prompt: PromptConfig) -> JobSpec:
+    """The job of one (target, model, prompt), with the interval the configuration gives it."""
+    return JobSpec(
+        JobKey(target.name, model, prompt.id), target, prompt, config.interval_of(prompt)
+    )
+
+
 def run_round(config: Config, gpu: GpuReader) -> Round:
     """Probe every (target, model, prompt) once, one after another."""
     runner = ProbeRunner(config, gpu)
@@ -73,12 +80,7 @@ def run_round(config: Config, gpu: GpuReader) -> Round:
         inventory = target.inventory
         for model in inventory.models if inventory else {}:
             for prompt in config.prompts:
-                spec = JobSpec(
-                    JobKey(target.name, model, prompt.id),
-                    target,
-                    prompt,
-                    config.interval_of(prompt),
-                )
+                spec = job_spec(config, target, model, prompt)
                 store.open(spec.key, prompt.checks.names())
                 result = runner.run(spec, spec.interval_s)
                 if result is not None:  # None: cancelled, which a one-shot round never does

@@ -9,7 +9,6 @@ meant to call.
 from __future__ import annotations
 
 import random
-from typing import Any
 
 import pytest
 
@@ -17,32 +16,10 @@ from exporter.compare import stats
 from exporter.compare.analysis import Comparison, Kpi, ModelFigures, Report, analyse
 from exporter.compare.observations import Observation
 from exporter.probe_command import TargetState
+from tests.compare_samples import observation
 
 SEED = 20261205
 RESAMPLES = 500  # enough for stable intervals on the clear-cut samples below, and quick
-
-
-def observation(
-    duration_s: float | None = 1.0,
-    *,
-    target: str = "lab",
-    model: str = "m",
-    prompt: str = "p",
-    reason: str | None = None,
-    cold_start: bool | None = False,
-    **extra: Any,
-) -> Observation:
-    """One probe; a warm success of 1 s unless told otherwise."""
-    return Observation(
-        target=target,
-        model=model,
-        prompt=prompt,
-        finished_at=1_700_000_000.0,
-        reason=reason,
-        duration_s=duration_s,
-        cold_start=cold_start,
-        **extra,
-    )
 
 
 def spread(centre: float, n: int = 20, step: float = 0.01) -> list[float]:

@@ -21,31 +21,9 @@ from exporter.compare.jsondoc import render_json
 from exporter.compare.markdown import render_markdown
 from exporter.compare.observations import Observation
 from exporter.probe_command import TargetState
+from tests.compare_samples import observation
 
 SEED = 20261205
-
-
-def observation(
-    duration_s: float | None = 1.0,
-    *,
-    target: str = "lab",
-    model: str = "m",
-    prompt: str = "p",
-    reason: str | None = None,
-    cold_start: bool | None = False,
-    **extra: Any,
-) -> Observation:
-    """One probe; a warm success of 1 s unless told otherwise."""
-    return Observation(
-        target=target,
-        model=model,
-        prompt=prompt,
-        finished_at=1_700_000_000.0,
-        reason=reason,
-        duration_s=duration_s,
-        cold_start=cold_start,
-        **extra,
-    )
 
 
 def report(observations: list[Observation], targets: list[TargetState] | None = None) -> Report:

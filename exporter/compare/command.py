@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO, TypeVar
 
+from exporter.compare import prometheus_source as source
 from exporter.compare.analysis import Report, analyse
 from exporter.compare.jsondoc import render_json
 from exporter.compare.markdown import render_markdown
@@ -107,8 +108,6 @@ def _live(config: Config, options: Options, gpu: Callable[[Config], GpuReader]) 
 
 
 def _from_prometheus(options: Options) -> Report | None:
-    from exporter.compare import prometheus_source as source  # only this mode reads Prometheus
-
     assert options.from_prometheus is not None
     try:
         record = source.read_prometheus(

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from exporter.compare.observations import Observation, from_result
 from exporter.config import Config
 from exporter.gpu import GpuReader
-from exporter.probe_command import TargetState, list_targets
-from exporter.probing.jobs import JobKey, ProbeResult, ProbeSkip
-from exporter.probing.runner import JobSpec, ProbeRunner
+from exporter.probe_command import TargetState, job_spec, list_targets
+from exporter.probing.jobs import ProbeResult, ProbeSkip
+from exporter.probing.runner import ProbeRunner
 from exporter.probing.targets import Target
 
 
@@ -83,12 +83,7 @@ def run_rounds(
     for round_number in range(1, plan.rounds + 1):
         for target, model in order.sample(visits, len(visits)):
             for prompt in config.prompts:
-                spec = JobSpec(
-                    JobKey(target.name, model, prompt.id),
-                    target,
-                    prompt,
-                    config.interval_of(prompt),
-                )
+                spec = job_spec(config, target, model, prompt)
                 for _ in range(plan.per_visit):
                     run.add(runner.run(spec, spec.interval_s))
             done += len(config.prompts) * plan.per_visit
