@@ -276,6 +276,7 @@ def test_target_files_without_targets_drops_the_default_target(tmp_path: Path) -
         {"target_files": [], "targets": [{"name": "box", "url": "http://h:1"}]}, "c.yaml", {}
     )
     assert [t.name for t in both.targets] == ["box"]
+    assert parse_config({"target_files": []}, "c.yaml", {}).targets == []
     assert [t.name for t in parse_config({}, "c.yaml", {}).targets] == ["local"]
 
 
