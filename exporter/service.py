@@ -124,6 +124,8 @@ class Service:
     def refresh_target_files(self) -> bool:
         """Read the target files that changed; apply their targets if they changed (True)."""
         with self._lock:
+            if self._watching.is_set():
+                return False  # stopping: the scheduler may be shut down already
             if not self._files.refresh({t.name for t in self.config.targets}):
                 return False
             self._apply(self.config)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +31,15 @@ from exporter.target_files import (
     with_file_targets,
 )
 from exporter.validation import ConfigError
-from tests.exporter_process import ExporterProcess, Samples, series_of, value, wait_until
+from tests.exporter_process import (
+    REPO,
+    ExporterProcess,
+    Samples,
+    exporter_env,
+    series_of,
+    value,
+    wait_until,
+)
 from tests.fakes.ollama_double import ModelScript, OllamaDouble
 
 ENV = {"BOX_TOKEN": "Bearer s3cret", "PART_A": "a", "PART_B": "b"}
@@ -604,3 +614,25 @@ def test_a_reload_reads_the_files_and_an_empty_glob_is_a_valid_start(
         assert exporter.post("/-/reload").status_code == 200
         # The reload answered after it had added the file's target.
         assert target_names(exporter.samples()) == {"box-a"}
+
+
+def test_the_probe_command_probes_the_files_targets_too(
+    tmp_path: Path, doubles: tuple[OllamaDouble, OllamaDouble, OllamaDouble]
+) -> None:
+    a, _, c = doubles
+    static = f'targets: [{{name: static-box, url: "{c.url}"}}]'
+    config = exporter_config(tmp_path / "exporter.yaml", static)
+    write_json(tmp_path / "fleet" / "a.json", [group("box-a", a.port)])
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "probe", f"--config.file={config}", "--output=json"],
+        cwd=REPO,
+        env=exporter_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [t["name"] for t in report["targets"]] == ["static-box", "box-a"]
+    assert chats(a) == 1 and chats(c) == 1
