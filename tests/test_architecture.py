@@ -15,6 +15,7 @@ LEAVES = (
     "exporter.ollama_options",
     "exporter.redact",
     "exporter.target_files",
+    "exporter.target_file_format",
 )
 DOWNSTREAM = {
     "probing": ("exporter.results", "exporter.exposition", "exporter.web", "exporter.service"),

@@ -23,13 +23,8 @@ import certifi
 import pytest
 
 from exporter.config import TargetConfig, load_config, parse_config
-from exporter.target_files import (
-    TargetFiles,
-    TargetFileState,
-    patterns_of,
-    read_target_file,
-    with_file_targets,
-)
+from exporter.target_file_format import read_target_file
+from exporter.target_files import TargetFiles, TargetFileState, patterns_of, with_file_targets
 from exporter.validation import ConfigError
 from tests.exporter_process import (
     REPO,
