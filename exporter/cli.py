@@ -28,6 +28,7 @@ from exporter.exposition.gpu_series import GpuCollector
 from exporter.gpu import DisabledGpuReader, GpuReader, NvmlReader
 from exporter.probe_command import format_json, format_table, run_round
 from exporter.service import Service
+from exporter.target_files import with_file_targets
 from exporter.validation import ConfigError
 from exporter.web.access import WebAccessConfig, load_web_config
 from exporter.web.server import App, HttpServer
@@ -146,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if loaded is None:
         return EXIT_CONFIG
     config, web = loaded
+    if args.command in ("probe", "compare"):
+        config = with_file_targets(config, path)
     if args.command == "probe":
         return _probe_once(config, args.output)
     if args.command == "compare":
@@ -274,7 +277,7 @@ def _serve(config: Config, path: str | None, address: str, web: WebAccessConfig)
         "serving on %s (port %d), %d target(s), %d prompt(s)",
         address,
         server.port,
-        len(config.targets),
+        len(service.targets),
         len(config.prompts),
     )
     _wait_for_signals(service)

@@ -193,6 +193,10 @@ class Config(StrictModel):
     probe: ProbeConfig = ProbeConfig()
     gpu: GpuConfig = GpuConfig()
     web: WebConfig = WebConfig()
+    # Globs of files in Prometheus' file_sd format (exporter.target_files), and how often they
+    # are checked for changes.
+    target_files: list[str] = []
+    target_files_refresh_interval: Duration = 30.0
 
     def interval_of(self, prompt: PromptConfig) -> float:
         """The configured interval of a prompt (before any duty-cycle stretching)."""
@@ -258,7 +262,9 @@ def parse_config(data: object, source: str, environ: Mapping[str, str]) -> Confi
     if not isinstance(data, dict):
         raise ConfigError(source, ["the top level must be a mapping of keys"])
     if "targets" not in data:
-        data = {**data, "targets": [default_target(environ).model_dump()]}
+        # With target_files the fleet comes from files: no default target beside it.
+        targets = [] if "target_files" in data else [default_target(environ).model_dump()]
+        data = {**data, "targets": targets}
     if "prompts" not in data:
         data = {**data, "prompts": [p.model_dump() for p in (LIVENESS_PROMPT, AVOCADO_PROMPT)]}
     config: Config | None = None
@@ -293,7 +299,22 @@ def semantic_problems(data: Mapping[str, Any], environ: Mapping[str, str]) -> li
         problems.append("prompts: at least one prompt is needed")
     for i, target in targets:
         problems += _header_problems(i, target, environ)
+    problems += _target_files_problems(data.get("target_files"))
     return problems
+
+
+TARGET_FILE_SUFFIXES = (".json", ".yml", ".yaml")
+
+
+def _target_files_problems(patterns: object) -> list[str]:
+    """A glob must name JSON or YAML files, as Prometheus' file_sd_configs asks."""
+    if not isinstance(patterns, list):
+        return []
+    return [
+        f"target_files[{i}]: {shown(p)} does not end in .json, .yml or .yaml"
+        for i, p in enumerate(patterns)
+        if isinstance(p, str) and not p.endswith(TARGET_FILE_SUFFIXES)
+    ]
 
 
 def _entries(items: object) -> list[tuple[int, Mapping[str, Any]]]:

@@ -3,7 +3,9 @@
 A reload changes exactly what changed: the one scheduler applies the new configuration, so every
 job that remains keeps its schedule, counters and histograms, and only the jobs a reload adds
 get a first run. A bad file keeps the old configuration running, and the reload-success gauge,
-which the exposition reads from load_state, shows 0.
+which the exposition reads from load_state, shows 0. The targets of `target_files`
+(exporter.target_files) are read again at every reload and, between reloads, whenever a file
+changes; what changed in them is applied the same way.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from exporter.probing.runner import ProbeRunner
 from exporter.probing.scheduler import ProbeScheduler
 from exporter.probing.targets import Target, http_clients
 from exporter.results import ResultStore
+from exporter.target_files import TargetFiles, patterns_of
 from exporter.validation import ConfigError
 
 log = logging.getLogger(__name__)
@@ -66,7 +69,10 @@ class Service:
         self._gpu = gpu if config.gpu.enabled is not False else DisabledGpuReader()
         self._loader = loader
         self._lock = threading.Lock()
-        self._targets = {t.name: self._target(t, {}) for t in config.targets}
+        self._files = TargetFiles(patterns_of(config, config_path))
+        self._files.refresh({t.name for t in config.targets})
+        self._targets = {t.name: self._target(t, {}) for t in self._wanted(config)}
+        self._watching = threading.Event()  # set: stop watching the target files
         runner = ProbeRunner(config, self._gpu)
         self._scheduler = ProbeScheduler(self.store, runner, self.pacing)
         self.last_reload: ReloadOutcome | None = None  # None: no reload since the start
@@ -76,7 +82,7 @@ class Service:
     def load_state(self) -> LoadState:
         """The reload-success series' state: the last load's outcome, the last good one's time."""
         last = self.last_reload
-        return LoadState(last is None or last.ok, self._loaded_at)
+        return LoadState(last is None or last.ok, self._loaded_at, self._files.states)
 
     @property
     def targets(self) -> list[Target]:
@@ -85,6 +91,7 @@ class Service:
 
     def start(self) -> None:
         self._scheduler.start(list(self._targets.values()))
+        threading.Thread(target=self._watch_target_files, name="target-files", daemon=True).start()
 
     def ready(self) -> bool:
         return self._scheduler.ready()
@@ -94,6 +101,7 @@ class Service:
         return self._scheduler.waiting_for()
 
     def stop(self) -> None:
+        self._watching.set()
         self._scheduler.shutdown()
 
     def reload(self) -> ReloadOutcome:
@@ -107,11 +115,38 @@ class Service:
             warnings = _restart_only_changes(self.config, config)
             for warning in warnings:
                 log.warning("reload: %s", warning)
-            self._targets = {t.name: self._target(t, self._targets) for t in config.targets}
-            self._scheduler.apply(config, list(self._targets.values()))
-            self.config = config
+            self._files.patterns = patterns_of(config, self._path)
+            self._files.refresh({t.name for t in config.targets})
+            self._apply(config)
             log.info("configuration reloaded from %s", self._path)
             return self._reloaded(ReloadOutcome(time.time(), warnings=warnings))
+
+    def refresh_target_files(self) -> bool:
+        """Read the target files that changed; apply their targets if they changed (True)."""
+        with self._lock:
+            if self._watching.is_set():
+                return False  # stopping: the scheduler may be shut down already
+            if not self._files.refresh({t.name for t in self.config.targets}):
+                return False
+            self._apply(self.config)
+            return True
+
+    def _watch_target_files(self) -> None:
+        # A reload reads the files too; this catches the changes between reloads.
+        while not self._watching.wait(self.config.target_files_refresh_interval):
+            try:
+                self.refresh_target_files()
+            except Exception:  # the watcher must outlive any one bad refresh
+                log.exception("reading the target files failed")
+
+    def _apply(self, config: Config) -> None:
+        """Run `config` with the target files' targets: only targets that changed start or stop."""
+        self._targets = {t.name: self._target(t, self._targets) for t in self._wanted(config)}
+        self._scheduler.apply(config, list(self._targets.values()))
+        self.config = config
+
+    def _wanted(self, config: Config) -> list[TargetConfig]:
+        return [*config.targets, *self._files.targets]
 
     def _reloaded(self, outcome: ReloadOutcome) -> ReloadOutcome:
         if outcome.ok:

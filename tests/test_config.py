@@ -186,6 +186,8 @@ def test_valid_file_sets_every_key_of_the_contract() -> None:
     assert probe.max_response_bytes == 1048576
     assert config.gpu.enabled == "auto"
     assert config.web.listen_address == "127.0.0.1:10434"
+    assert config.target_files == ["fleet/*.json", "/etc/ollama-exporter/targets/*.yaml"]
+    assert config.target_files_refresh_interval == 60.0
 
 
 def test_every_problem_is_listed_in_one_message(tmp_path: Path) -> None:
@@ -665,6 +667,7 @@ CONTRACT_KEYS = [
     "min_words", "contains_any", "regex", "language", "timeout", "health_interval",
     "inventory_interval", "concurrency_per_target", "keep_alive", "preserve_residency",
     "only_loaded", "max_duty_cycle", "max_response_bytes", "enabled", "listen_address",
+    "target_files", "target_files_refresh_interval",
 ]  # fmt: skip
 # Per field, values a user might plausibly (mis)type; each field also gets arbitrary data.
 URLS = [
@@ -751,6 +754,8 @@ shaped = st.fixed_dictionaries(
         "probe": probe,
         "gpu": section({"enabled": field(CHOICES)}),
         "web": section({"listen_address": field([":10434", "127.0.0.1:0"])}),
+        "target_files": field([["fleet/*.json"], ["fleet/*.txt"], []]),
+        "target_files_refresh_interval": field(DURATIONS),
     },
 )
 

@@ -24,6 +24,7 @@ from prometheus_client.utils import floatToGoString
 from exporter import __version__
 from exporter.probing.pacing import LAG_BUCKETS, Observed, PacingTally
 from exporter.probing.targets import Target
+from exporter.target_files import TargetFileState
 
 T = ("target",)
 Tallies = Mapping[str, PacingTally]
@@ -35,6 +36,7 @@ class LoadState:
 
     ok: bool = True  # False: the last load failed and the running configuration is older
     succeeded_at: float = 0.0  # Unix time of the last load that succeeded (start-up included)
+    target_files: tuple[TargetFileState, ...] = ()  # the files target_files matches now
 
 
 class ExporterSeries(Collector):
@@ -72,6 +74,7 @@ class ExporterSeries(Collector):
             "Unix time of the last configuration load that succeeded (start-up included).",
             value=loads.succeeded_at,
         )
+        yield from _target_file_families(loads.target_files)
         yield from _pacing_families(pacing)
         dropped = GaugeMetricFamily(
             "ollama_exporter_models_dropped",
@@ -82,6 +85,28 @@ class ExporterSeries(Collector):
             inventory = target.inventory
             dropped.add_metric([target.name], inventory.dropped if inventory else 0)
         yield dropped
+
+
+def _target_file_families(files: Sequence[TargetFileState]) -> Iterator[Metric]:
+    """Served while target_files matches some file, so a configuration without them is as
+    before."""
+    if not files:
+        return
+    success = GaugeMetricFamily(
+        "ollama_exporter_target_file_last_read_success",
+        "1 if the target file's last read was used, 0 if it failed and its last good content "
+        "is kept.",
+        labels=("file",),
+    )
+    count = GaugeMetricFamily(
+        "ollama_exporter_target_file_targets",
+        "Targets the target file contributes now.",
+        labels=("file",),
+    )
+    for state in files:
+        success.add_metric([state.file], 1 if state.ok else 0)
+        count.add_metric([state.file], state.targets)
+    yield from (success, count)
 
 
 def _pacing_families(pacing: Tallies) -> Iterator[Metric]:
