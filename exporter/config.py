@@ -21,6 +21,7 @@ from pydantic import BeforeValidator, Field, ValidationError
 
 from exporter.ollama_options import KNOWN_OPTIONS, LOAD_TIME_OPTIONS, typo_of
 from exporter.redact import url_without_credentials
+from exporter.shard import ShardConfig
 from exporter.validation import (
     INVALID,
     ConfigError,
@@ -193,6 +194,7 @@ class Config(StrictModel):
     probe: ProbeConfig = ProbeConfig()
     gpu: GpuConfig = GpuConfig()
     web: WebConfig = WebConfig()
+    shard: ShardConfig = ShardConfig()  # exporter/shard.py: which targets this replica probes
 
     def interval_of(self, prompt: PromptConfig) -> float:
         """The configured interval of a prompt (before any duty-cycle stretching)."""

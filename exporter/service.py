@@ -60,13 +60,18 @@ class Service:
         self.store = ResultStore()
         self.pacing = Pacing()
         self.exposition = Exposition(
-            self.store, lambda: self.targets, lambda: self.load_state, self.pacing, live_collectors
+            self.store,
+            lambda: self.targets,
+            lambda: self.load_state,
+            self.pacing,
+            live_collectors,
+            shard=lambda: self.config.shard,
         )
         self._path = config_path
         self._gpu = gpu if config.gpu.enabled is not False else DisabledGpuReader()
         self._loader = loader
         self._lock = threading.Lock()
-        self._targets = {t.name: self._target(t, {}) for t in config.targets}
+        self._targets = {t.name: self._target(t, {}) for t in _sharded(config)}
         runner = ProbeRunner(config, self._gpu)
         self._scheduler = ProbeScheduler(self.store, runner, self.pacing)
         self.last_reload: ReloadOutcome | None = None  # None: no reload since the start
@@ -80,7 +85,7 @@ class Service:
 
     @property
     def targets(self) -> list[Target]:
-        """The targets of the running configuration, in configuration order."""
+        """The running configuration's targets in this replica's shard, in configuration order."""
         return list(self._targets.values())
 
     def start(self) -> None:
@@ -107,7 +112,7 @@ class Service:
             warnings = _restart_only_changes(self.config, config)
             for warning in warnings:
                 log.warning("reload: %s", warning)
-            self._targets = {t.name: self._target(t, self._targets) for t in config.targets}
+            self._targets = {t.name: self._target(t, self._targets) for t in _sharded(config)}
             self._scheduler.apply(config, list(self._targets.values()))
             self.config = config
             log.info("configuration reloaded from %s", self._path)
@@ -127,6 +132,24 @@ class Service:
             old.config = config  # max_models or gpu changed: the same server, reselected
             return old
         return Target(config, *http_clients(config))
+
+
+def _sharded(config: Config) -> list[TargetConfig]:
+    """The configured targets this replica probes: its shard's (all of them unsharded).
+
+    The others get no target, so no jobs, probes, health checks or series: another replica
+    of the fleet serves them.
+    """
+    owned = [t for t in config.targets if config.shard.owns(t.name)]
+    if config.shard.count > 1:
+        log.info(
+            "shard %d of %d: probing %d of the %d configured targets",
+            config.shard.index,
+            config.shard.count,
+            len(owned),
+            len(config.targets),
+        )
+    return owned
 
 
 def _restart_only_changes(running: Config, loaded: Config) -> tuple[str, ...]:

@@ -9,7 +9,13 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parent.parent / "exporter"
 
 # Each layer, by module prefix, and the layers it must not import.
-LEAVES = ("exporter.config", "exporter.validation", "exporter.ollama_options", "exporter.redact")
+LEAVES = (
+    "exporter.config",
+    "exporter.validation",
+    "exporter.ollama_options",
+    "exporter.redact",
+    "exporter.shard",
+)
 DOWNSTREAM = {
     "probing": ("exporter.results", "exporter.exposition", "exporter.web", "exporter.service"),
     "results": ("exporter.exposition", "exporter.web", "exporter.service"),
