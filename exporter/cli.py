@@ -15,7 +15,7 @@ import secrets
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -28,6 +28,7 @@ from exporter.exposition.gpu_series import GpuCollector
 from exporter.gpu import DisabledGpuReader, GpuReader, NvmlReader
 from exporter.probe_command import format_json, format_table, run_round
 from exporter.service import Service
+from exporter.shard import with_flags
 from exporter.target_files import with_file_targets
 from exporter.validation import ConfigError
 from exporter.web.access import WebAccessConfig, load_web_config
@@ -63,6 +64,21 @@ def _parser() -> argparse.ArgumentParser:
         dest="web_config_file",
         default=None,
         help="TLS and basic auth, in the Prometheus exporter-toolkit format",
+    )
+    parser.add_argument(
+        "--shard.count",
+        dest="shard_count",
+        type=_positive,
+        default=None,
+        help="replicas the targets are split across (default from config, 1)",
+    )
+    parser.add_argument(
+        "--shard.index",
+        dest="shard_index",
+        type=_non_negative,
+        default=None,
+        help="this replica's shard, 0 to count - 1: it probes the targets whose name hashes "
+        "to it (default from config, 0)",
     )
     sub = parser.add_subparsers(dest="command")
     probe = sub.add_parser("probe", help="probe every model once now and print a comparison")
@@ -120,6 +136,13 @@ def _positive(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be at least 0, not {value}")
+    return value
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--config.file",
@@ -143,7 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _setup_logging(getattr(args, "log_level", quiet))
     path = getattr(args, "config_file", None) or os.environ.get(CONFIG_ENV) or None
     web_file = getattr(args, "web_config_file", None)
-    loaded = _load(path, web_file)
+    loader = _shard_loader(args.shard_count, args.shard_index)
+    loaded = _load(path, web_file, loader)
     if loaded is None:
         return EXIT_CONFIG
     config, web = loaded
@@ -158,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if web_file:
             print(f"web configuration OK: {web_file}")
         return 0
-    return _serve(config, path, args.listen_address or config.web.listen_address, web)
+    return _serve(config, path, args.listen_address or config.web.listen_address, web, loader)
 
 
 class OneLineFormatter(logging.Formatter):
@@ -183,12 +207,31 @@ def _setup_logging(level: str) -> None:
             logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def _load(path: str | None, web_file: str | None) -> tuple[Config, WebAccessConfig] | None:
+Loader = Callable[[str | Path | None], Config]
+
+
+def _shard_loader(count: int | None, index: int | None) -> Loader:
+    """load_config with the --shard.* flags over the file's `shard`, at start and at reloads."""
+
+    def load(path: str | Path | None) -> Config:
+        config = load_config(path)
+        try:
+            shard = with_flags(config.shard, count, index)
+        except ValueError as exc:
+            raise ConfigError("command line", [str(exc)]) from None
+        return config.model_copy(update={"shard": shard})
+
+    return load
+
+
+def _load(
+    path: str | None, web_file: str | None, loader: Loader = load_config
+) -> tuple[Config, WebAccessConfig] | None:
     """Both files, or None after printing every problem of each (a fix needs one round)."""
     config: Config | None = None
     web: WebAccessConfig | None = WebAccessConfig()
     try:
-        config = load_config(path)
+        config = loader(path)
     except ConfigError as exc:
         print(f"ollama-probe-exporter: {exc}", file=sys.stderr)
     if web_file:
@@ -258,9 +301,15 @@ def _one_shot_gpu_reader(config: Config) -> GpuReader:
     return NvmlReader(unavailable_level=logging.DEBUG if quiet else logging.WARNING)
 
 
-def _serve(config: Config, path: str | None, address: str, web: WebAccessConfig) -> int:
+def _serve(
+    config: Config,
+    path: str | None,
+    address: str,
+    web: WebAccessConfig,
+    loader: Loader = load_config,
+) -> int:
     gpu = _gpu_reader(config)
-    service = Service(config, path, gpu, live_collectors=_live_collectors(gpu))
+    service = Service(config, path, gpu, live_collectors=_live_collectors(gpu), loader=loader)
     app = App(
         metrics=service.exposition.body,
         waiting_for=service.waiting_for,

@@ -21,6 +21,7 @@ from pydantic import BeforeValidator, Field, ValidationError
 
 from exporter.ollama_options import KNOWN_OPTIONS, LOAD_TIME_OPTIONS, typo_of
 from exporter.redact import url_without_credentials
+from exporter.shard import ShardConfig
 from exporter.validation import (
     INVALID,
     ConfigError,
@@ -197,6 +198,7 @@ class Config(StrictModel):
     # are checked for changes.
     target_files: list[str] = []
     target_files_refresh_interval: Duration = 30.0
+    shard: ShardConfig = ShardConfig()  # exporter/shard.py: which targets this replica probes
 
     def interval_of(self, prompt: PromptConfig) -> float:
         """The configured interval of a prompt (before any duty-cycle stretching)."""

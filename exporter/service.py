@@ -63,7 +63,12 @@ class Service:
         self.store = ResultStore()
         self.pacing = Pacing()
         self.exposition = Exposition(
-            self.store, lambda: self.targets, lambda: self.load_state, self.pacing, live_collectors
+            self.store,
+            lambda: self.targets,
+            lambda: self.load_state,
+            self.pacing,
+            live_collectors,
+            shard=lambda: self.config.shard,
         )
         self._path = config_path
         self._gpu = gpu if config.gpu.enabled is not False else DisabledGpuReader()
@@ -86,7 +91,7 @@ class Service:
 
     @property
     def targets(self) -> list[Target]:
-        """The targets of the running configuration, in configuration order."""
+        """The running configuration's targets in this replica's shard, in configuration order."""
         return list(self._targets.values())
 
     def start(self) -> None:
@@ -146,7 +151,7 @@ class Service:
         self.config = config
 
     def _wanted(self, config: Config) -> list[TargetConfig]:
-        return [*config.targets, *self._files.targets]
+        return _sharded(config, [*config.targets, *self._files.targets])
 
     def _reloaded(self, outcome: ReloadOutcome) -> ReloadOutcome:
         if outcome.ok:
@@ -162,6 +167,24 @@ class Service:
             old.config = config  # max_models or gpu changed: the same server, reselected
             return old
         return Target(config, *http_clients(config))
+
+
+def _sharded(config: Config, targets: list[TargetConfig]) -> list[TargetConfig]:
+    """The targets (static and from files) this replica probes: its shard's (all unsharded).
+
+    The others get no target, so no jobs, probes, health checks or series: another replica
+    of the fleet serves them.
+    """
+    owned = [t for t in targets if config.shard.owns(t.name)]
+    if config.shard.count > 1:
+        log.info(
+            "shard %d of %d: probing %d of the %d configured targets",
+            config.shard.index,
+            config.shard.count,
+            len(owned),
+            len(targets),
+        )
+    return owned
 
 
 def _restart_only_changes(running: Config, loaded: Config) -> tuple[str, ...]:

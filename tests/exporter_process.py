@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -114,6 +114,7 @@ class ExporterProcess:
         log_level: str = "info",
         ca_file: Path | None = None,
         auth: tuple[str, str] | None = None,
+        extra_args: Sequence[str] = (),
     ) -> None:
         args = [
             sys.executable,
@@ -125,6 +126,7 @@ class ExporterProcess:
         ]
         if web_config is not None:
             args.append(f"--web.config.file={web_config}")
+        args += extra_args
         self.config = config
         self.scheme = "https" if web_config is not None and ca_file is not None else "http"
         self.lines: list[str] = []

@@ -272,6 +272,25 @@ class StockExporterMetrics:
             "Unix time of the last configuration load that succeeded (start-up included).",
             registry=registry,
         )
+        shard = ("shard_index", "shard_count")  # unsharded: index 0 of 1
+        Gauge(
+            "ollama_exporter_shard_info",
+            "This replica's shard: its index and the shard count (value 1; unsharded: 0 of 1).",
+            shard,
+            registry=registry,
+        ).labels("0", "1").set(1)
+        Gauge(
+            "ollama_exporter_shard_expected",
+            "One series per shard index the replica's shard count implies (value 1): the shards "
+            "some replica should serve.",
+            shard,
+            registry=registry,
+        ).labels("0", "1").set(1)
+        self.shard_targets = Gauge(
+            "ollama_exporter_shard_targets",
+            "Targets this replica probes: those of its shard (unsharded: every configured target).",
+            registry=registry,
+        )
         self.busy = Counter(
             "ollama_exporter_probe_busy_seconds",
             "Seconds the target's probes ran (each probe's measured duration, counted when it "
@@ -320,6 +339,7 @@ class StockExporterMetrics:
         if target in self._targets:
             return
         self._targets.add(target)
+        self.shard_targets.set(len(self._targets))
         self.busy.labels(target)
         self.slots.labels(target).set(1)
         self.stretch.labels(target).set(1)
@@ -329,6 +349,7 @@ class StockExporterMetrics:
 
     def remove(self, target: str) -> None:
         self._targets.discard(target)
+        self.shard_targets.set(len(self._targets))
         for metric in (
             self.busy,
             self.slots,

@@ -16,6 +16,7 @@ LEAVES = (
     "exporter.redact",
     "exporter.target_files",
     "exporter.target_file_format",
+    "exporter.shard",
 )
 DOWNSTREAM = {
     "probing": ("exporter.results", "exporter.exposition", "exporter.web", "exporter.service"),

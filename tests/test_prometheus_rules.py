@@ -45,13 +45,15 @@ ALERTS = {
     "OllamaLatencyBudgetBurn": {"page", "ticket"},
     "OllamaDown": {"page"},
     "OllamaExporterDown": {"page"},
+    "OllamaExporterShardMissing": {"page"},
     "OllamaProbeFailing": {"page"},
     "OllamaProbesStale": {"ticket"},
     "OllamaAnswerCheckFailing": {"ticket"},
     "GPUMemoryNearlyFull": {"ticket"},
     "NVMLUnavailable": {"ticket"},
 }
-# Labels each alert must carry (its grouping), on top of job and instance.
+# Labels each alert must carry (its grouping), on top of job and instance (job only for
+# NO_INSTANCE: the replica that should serve a missing shard reports nothing to take one from).
 ALERT_LABELS = {
     "OllamaResponseTimeKPIBreached": {"target", "model", "prompt"},
     "OllamaErrorRateKPIBreached": {"target", "model"},
@@ -60,12 +62,14 @@ ALERT_LABELS = {
     "OllamaLatencyBudgetBurn": {"target", "model", "prompt", "slo"},
     "OllamaDown": {"target"},
     "OllamaExporterDown": set(),
+    "OllamaExporterShardMissing": {"shard_index"},
     "OllamaProbeFailing": {"target", "model"},
     "OllamaProbesStale": {"target", "model", "prompt"},
     "OllamaAnswerCheckFailing": {"target", "model", "prompt", "check"},
     "GPUMemoryNearlyFull": {"gpu", "uuid"},
     "NVMLUnavailable": set(),
 }
+NO_INSTANCE = {"OllamaExporterShardMissing"}
 SLO_RECORDS = {
     f"slo:sli_error:ratio_rate{w}" for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
 } | {"slo:objective:ratio", "slo:error_budget:ratio", "slo:period_error_budget_remaining:ratio"}
@@ -388,7 +392,9 @@ def test_promtool_tests_fire_every_alert_and_severity_with_its_labels() -> None:
     for name, labels in exp_alert_labels():
         fired.setdefault(name, set()).add(labels["severity"])
         assert "job" in labels, f"{name}: no job label (OllamaExporterDown inhibition)"
-        if not (name == "OllamaExporterDown" and "instance" not in labels):
+        if name in NO_INSTANCE:
+            assert "instance" not in labels, f"{name}: an instance label"
+        elif not (name == "OllamaExporterDown" and "instance" not in labels):
             assert "instance" in labels, f"{name}: no instance label"
         missing = ALERT_LABELS[name] - labels.keys()
         assert not missing, f"{name} fires without {missing}"

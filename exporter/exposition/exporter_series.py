@@ -1,9 +1,9 @@
-"""The exporter's own series: its build, its configuration loads, the pacing of each live
-target's probes, and the models max_models left out.
+"""The exporter's own series: its build, its configuration loads, its shard, the pacing of each
+live target's probes, and the models max_models left out.
 
-Built at scrape time from state: the load state of the running configuration, the scheduler's
-pacing tallies (exporter.probing.pacing) and the live targets' inventories. A target's pacing series
-exist exactly while the scheduler paces it.
+Built at scrape time from state: the load state of the running configuration, the replica's
+shard, the scheduler's pacing tallies (exporter.probing.pacing) and the live targets'
+inventories. A target's pacing series exist exactly while the scheduler paces it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from prometheus_client.utils import floatToGoString
 from exporter import __version__
 from exporter.probing.pacing import LAG_BUCKETS, Observed, PacingTally
 from exporter.probing.targets import Target
+from exporter.shard import ShardConfig
 from exporter.target_files import TargetFileState
 
 T = ("target",)
@@ -47,16 +48,22 @@ class ExporterSeries(Collector):
         targets: Callable[[], Sequence[Target]],
         loads: Callable[[], LoadState] = LoadState,
         pacing: Callable[[], Tallies] = dict,
+        shard: Callable[[], ShardConfig] = ShardConfig,
     ) -> None:
         self._targets = targets
         self._loads = loads
         self._pacing = pacing
+        self._shard = shard
 
     def collect(self) -> Iterator[Metric]:
-        return self.families(self._targets(), self._loads(), self._pacing())
+        return self.families(self._targets(), self._loads(), self._pacing(), self._shard())
 
     def families(
-        self, targets: Sequence[Target], loads: LoadState, pacing: Tallies
+        self,
+        targets: Sequence[Target],
+        loads: LoadState,
+        pacing: Tallies,
+        shard: ShardConfig | None = None,
     ) -> Iterator[Metric]:
         """The families, in exposition order."""
         build = GaugeMetricFamily(
@@ -75,6 +82,7 @@ class ExporterSeries(Collector):
             value=loads.succeeded_at,
         )
         yield from _target_file_families(loads.target_files)
+        yield from _shard_families(shard or ShardConfig(), len(targets))
         yield from _pacing_families(pacing)
         dropped = GaugeMetricFamily(
             "ollama_exporter_models_dropped",
@@ -107,6 +115,35 @@ def _target_file_families(files: Sequence[TargetFileState]) -> Iterator[Metric]:
         success.add_metric([state.file], 1 if state.ok else 0)
         count.add_metric([state.file], state.targets)
     yield from (success, count)
+
+
+def _shard_families(shard: ShardConfig, targets: int) -> Iterator[Metric]:
+    """This replica's place in the fleet. Every replica serves the same names; Prometheus's
+    `instance` tells them apart. The expected series let a rule name a shard no replica serves
+    (OllamaExporterShardMissing): a replica that is down serves nothing, but any live one
+    says which indexes should exist."""
+    labels = ("shard_index", "shard_count")
+    info = GaugeMetricFamily(
+        "ollama_exporter_shard_info",
+        "This replica's shard: its index and the shard count (value 1; unsharded: 0 of 1).",
+        labels=labels,
+    )
+    info.add_metric([str(shard.index), str(shard.count)], 1)
+    yield info
+    expected = GaugeMetricFamily(
+        "ollama_exporter_shard_expected",
+        "One series per shard index the replica's shard count implies (value 1): the shards "
+        "some replica should serve.",
+        labels=labels,
+    )
+    for index in range(shard.count):
+        expected.add_metric([str(index), str(shard.count)], 1)
+    yield expected
+    yield GaugeMetricFamily(
+        "ollama_exporter_shard_targets",
+        "Targets this replica probes: those of its shard (unsharded: every configured target).",
+        value=targets,
+    )
 
 
 def _pacing_families(pacing: Tallies) -> Iterator[Metric]:

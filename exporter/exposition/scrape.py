@@ -7,10 +7,10 @@ Nothing pushes series into the exposition; it reads its sources at scrape time:
   version of the tally they came from, so a scrape renders again only the jobs whose tally
   changed and forgets the jobs that were closed, and sends the text as one block per family;
 - the live targets (a callable, Service.targets in the exporter): their health, inventory and
-  residency give the per-target series (target_series); with the configuration's load state
-  and the scheduler's pacing tallies (exporter.probing.pacing) they give the exporter's own
-  series (exporter_series). That text is kept until a target's version, the load state or the
-  pacing version changes;
+  residency give the per-target series (target_series); with the configuration's load state,
+  the scheduler's pacing tallies (exporter.probing.pacing) and the replica's shard they give
+  the exporter's own series (exporter_series). That text is kept until a target's version,
+  the load state, the pacing version or the shard changes;
 - process and NVML readings, which are cheap and describe "now", collected at every scrape.
 
 So a job's or a target's series exist exactly while the job or target does, a scrape's cost
@@ -38,6 +38,7 @@ from exporter.exposition.target_series import TargetSeries
 from exporter.probing.pacing import Pacing
 from exporter.probing.targets import Target
 from exporter.results import ResultStore
+from exporter.shard import ShardConfig
 
 # Counters' *_created series add a sample per series and nothing the rules use.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -55,16 +56,18 @@ class Exposition:
         loads: Callable[[], LoadState] = LoadState,
         pacing: Pacing | None = None,
         live_collectors: Iterable[Collector] = (PROCESS_COLLECTOR,),
+        shard: Callable[[], ShardConfig] = ShardConfig,
     ) -> None:
         self._lock = threading.Lock()  # serialises renders
         self._pacing = pacing if pacing is not None else Pacing()
         self._store = store if store is not None else ResultStore()
         self._targets = targets
         self._loads = loads
+        self._shard = shard
         self._probes = ProbeSeries()
         self._probe_text: tuple[int, tuple[bytes, ...]] = (-1, ())  # store version, blocks
         self._target_series = TargetSeries(targets)
-        self._exporter_series = ExporterSeries(targets, loads, self._pacing.tallies)
+        self._exporter_series = ExporterSeries(targets, loads, self._pacing.tallies, shard)
         self._target_text: tuple[Hashable, bytes] = (None, b"")
         self._live = CollectorRegistry(auto_describe=False)
         for collector in live_collectors:
@@ -98,14 +101,14 @@ class Exposition:
         return self._probe_text[1]
 
     def _target_part(self) -> bytes:
-        targets, loads = tuple(self._targets()), self._loads()
+        targets, loads, shard = tuple(self._targets()), self._loads(), self._shard()
         # Versions read before the state they describe: a change while rendering shows at the
         # next scrape. (A Target in the key compares by identity: a replaced one is new.)
-        key = (tuple((t, t.version) for t in targets), loads, self._pacing.version)
+        key = (tuple((t, t.version) for t in targets), loads, self._pacing.version, shard)
         if self._target_text[0] != key:
             families: list[Metric] = [
                 *self._target_series.families(targets),
-                *self._exporter_series.families(targets, loads, self._pacing.tallies()),
+                *self._exporter_series.families(targets, loads, self._pacing.tallies(), shard),
             ]
             self._target_text = (key, generate_latest(_Families(families)))
         return self._target_text[1]
