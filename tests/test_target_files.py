@@ -23,6 +23,7 @@ import certifi
 import pytest
 
 from exporter.config import TargetConfig, load_config, parse_config
+from exporter.shard import shard_of
 from exporter.target_file_format import read_target_file
 from exporter.target_files import TargetFiles, TargetFileState, patterns_of, with_file_targets
 from exporter.validation import ConfigError
@@ -631,3 +632,23 @@ def test_the_probe_command_probes_the_files_targets_too(
     report = json.loads(result.stdout)
     assert [t["name"] for t in report["targets"]] == ["static-box", "box-a"]
     assert chats(a) == 1 and chats(c) == 1
+
+
+def test_a_sharded_replica_probes_only_its_shard_of_the_files_targets(
+    tmp_path: Path, doubles: tuple[OllamaDouble, OllamaDouble, OllamaDouble]
+) -> None:
+    names = ["box-a", "box-b", "box-d"]  # shard_of puts the last alone in shard 1 of 2
+    mine = {n for n in names if shard_of(n, 2) == 0}
+    assert mine and mine != set(names), "the names must fall in both shards"
+    write_json(
+        tmp_path / "fleet" / "gpus.json",
+        [group(name, double.port) for name, double in zip(names, doubles, strict=True)],
+    )
+    config = exporter_config(tmp_path / "exporter.yaml", "shard: {count: 2, index: 0}")
+    with ExporterProcess(config) as exporter:
+        exporter.samples_when(
+            lambda s: all(probes(s, n) == 1 for n in mine), 20, "the shard's first probes"
+        )
+        assert target_names(exporter.samples()) == mine
+    others = [d for n, d in zip(names, doubles, strict=True) if n not in mine]
+    assert all(d.requests() == [] for d in others)
