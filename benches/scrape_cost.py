@@ -37,7 +37,7 @@ from exporter.backends.ollama import OLLAMA
 from exporter.config import ProbeConfig, TargetConfig
 from exporter.exposition.gpu_series import GpuCollector
 from exporter.exposition.scrape import Exposition
-from exporter.gpu import GpuDevice, GpuProcess, GpuSnapshot, ProbeGpuUsage
+from exporter.gpu import GpuDevice, GpuEnergy, GpuProcess, GpuSnapshot, ProbeGpuUsage
 from exporter.probing.jobs import JobKey, ProbeResult
 from exporter.probing.pacing import Pacing, Run
 from exporter.probing.probe import (
@@ -120,6 +120,9 @@ class FixedGpu:
 
     def read(self) -> GpuSnapshot:
         return self.snapshot
+
+    def read_energy(self) -> tuple[GpuEnergy, ...]:
+        return ()
 
     def close(self) -> None:
         pass

@@ -75,10 +75,23 @@ _DOWN = GpuSnapshot(up=False, devices=())
 _DISABLED = GpuSnapshot(up=False, devices=(), enabled=False)
 
 
+@dataclass(frozen=True)
+class GpuEnergy:
+    """One GPU's total energy counter (NVML: millijoules since the driver loaded)."""
+
+    index: int
+    uuid: str
+    millijoules: int
+
+
 class GpuReader(Protocol):
     """Anything that can report GPU state; implementations must not raise from ``read``."""
 
     def read(self) -> GpuSnapshot: ...
+
+    def read_energy(self) -> tuple[GpuEnergy, ...]:
+        """The energy counter of every GPU that has one; () when none has (never raises)."""
+        ...
 
     def close(self) -> None: ...
 
@@ -89,6 +102,10 @@ class DisabledGpuReader:
     def read(self) -> GpuSnapshot:
         """Report GPU reading as switched off."""
         return _DISABLED
+
+    def read_energy(self) -> tuple[GpuEnergy, ...]:
+        """No GPU is read, so no energy either."""
+        return ()
 
     def close(self) -> None:
         """Nothing to release."""
@@ -164,6 +181,33 @@ class NvmlReader:
                 return _DOWN
             devices = (self._read_device(nvml, i) for i in range(count))
             return GpuSnapshot(up=True, devices=tuple(d for d in devices if d is not None))
+
+    def read_energy(self) -> tuple[GpuEnergy, ...]:
+        """Every GPU's total energy counter, read apart from ``read()`` so that a probe reads
+        it exactly at its start and end. A GPU (or a binding) without the counter is left out:
+        its energy is unknown, and is never estimated from power samples."""
+        with self._lock:
+            if self._closed:
+                return ()
+            nvml = self._nvml or self._try_init()
+            # nvidia-ml-py has had it since 2012; a stripped-down binding may lack it.
+            total = getattr(nvml, "nvmlDeviceGetTotalEnergyConsumption", None)
+            if nvml is None or total is None:
+                return ()
+            try:
+                count = int(nvml.nvmlDeviceGetCount())
+            except Exception:  # read() notices and logs a driver that went away
+                return ()
+            readings = (self._energy(nvml, total, i) for i in range(count))
+            return tuple(r for r in readings if r is not None)
+
+    @staticmethod
+    def _energy(nvml: Any, total: Callable[[object], int], index: int) -> GpuEnergy | None:
+        try:  # NotSupported (GPUs before Volta), a lost GPU, anything: no reading for this GPU
+            handle = nvml.nvmlDeviceGetHandleByIndex(index)
+            return GpuEnergy(index, _text(nvml.nvmlDeviceGetUUID(handle)), int(total(handle)))
+        except Exception:
+            return None
 
     def close(self) -> None:
         """Shut NVML down if it was initialised; later reads report it as down."""
@@ -292,6 +336,9 @@ class ProbeGpuUsage:
     uuid: str
     mean_utilization_ratio: float | None
     peak_memory_used_bytes: int | None
+    # The GPU's energy counter at the probe's end minus at its start: the whole device's
+    # energy, whoever else used it meanwhile. None when the GPU has no counter.
+    energy_joules: float | None = None
 
 
 class _Accumulator:
@@ -308,10 +355,10 @@ class _Accumulator:
             self.utilization_samples += 1
         self.peak_memory = _max_known(self.peak_memory, device.memory_used_bytes)
 
-    def usage(self, uuid: str) -> ProbeGpuUsage:
+    def usage(self, uuid: str, energy_joules: float | None) -> ProbeGpuUsage:
         n = self.utilization_samples
         mean = self.utilization_sum / n if n else None
-        return ProbeGpuUsage(self.index, uuid, mean, self.peak_memory)
+        return ProbeGpuUsage(self.index, uuid, mean, self.peak_memory, energy_joules)
 
 
 class ProbeGpuSampler:
@@ -320,6 +367,7 @@ class ProbeGpuSampler:
     Use as a context manager around the probe: a sample is taken on entry, every ``interval``
     seconds in between and once more on exit, so even a probe shorter than ``interval`` gets two.
     Running sums are kept instead of snapshots, so memory use does not grow with probe length.
+    The energy counters are read twice, first thing on entry and last thing on exit.
     """
 
     def __init__(self, reader: GpuReader, interval: float = 0.5) -> None:
@@ -329,8 +377,11 @@ class ProbeGpuSampler:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._by_uuid: dict[str, _Accumulator] = {}
+        self._energy_start: dict[str, GpuEnergy] = {}
+        self._energy_end: dict[str, GpuEnergy] = {}
 
     def __enter__(self) -> ProbeGpuSampler:
+        self._energy_start = self._read_energy()
         self._sample()
         self._thread = threading.Thread(target=self._run, name="probe-gpu-sampler", daemon=True)
         self._thread.start()
@@ -346,12 +397,33 @@ class ProbeGpuSampler:
         if self._thread is not None:
             self._thread.join()
         self._sample()
+        self._energy_end = self._read_energy()
 
     def usage(self) -> tuple[ProbeGpuUsage, ...]:
-        """Per GPU, ordered by index: mean utilisation and peak memory used over the samples."""
+        """Per GPU, ordered by index: mean utilisation and peak memory used over the samples,
+        and the energy used between entry and exit."""
         with self._lock:
-            usages = [acc.usage(uuid) for uuid, acc in self._by_uuid.items()]
+            accumulators = dict(self._by_uuid)
+        for uuid, end in self._energy_end.items():
+            if uuid in self._energy_start:
+                accumulators.setdefault(uuid, _Accumulator(end.index))
+        usages = [acc.usage(uuid, self._energy_joules(uuid)) for uuid, acc in accumulators.items()]
         return tuple(sorted(usages, key=lambda u: (u.index, u.uuid)))
+
+    def _energy_joules(self, uuid: str) -> float | None:
+        start, end = self._energy_start.get(uuid), self._energy_end.get(uuid)
+        # A counter that went backwards was reset (the driver reloaded): the energy is unknown.
+        if start is None or end is None or end.millijoules < start.millijoules:
+            return None
+        return (end.millijoules - start.millijoules) / 1000
+
+    def _read_energy(self) -> dict[str, GpuEnergy]:
+        try:
+            readings = self._reader.read_energy()
+        except Exception:  # a reader breaking its no-raise promise must not kill the probe
+            log.exception("GPU energy reading failed")
+            return {}
+        return {reading.uuid: reading for reading in readings}
 
     def _run(self) -> None:
         # Event.wait rather than sleep, so __exit__ wakes the thread at once.

@@ -81,7 +81,7 @@ def run_round(config: Config, gpu: GpuReader) -> Round:
         for model in inventory.models if inventory else {}:
             for prompt in config.prompts:
                 spec = job_spec(config, target, model, prompt)
-                store.open(spec.key, prompt.checks.names())
+                store.open(spec.key, prompt.checks.names(), energy=runner.measures_energy(spec))
                 result = runner.run(spec, spec.interval_s)
                 if result is not None:  # None: cancelled, which a one-shot round never does
                     store.record(result)
@@ -114,6 +114,10 @@ def _row(item: ProbeResult | ProbeSkip, fastest: dict[tuple[str, str], float]) -
     rate = None
     if reported and reported.eval_count and reported.eval_s:
         rate = reported.eval_count / reported.eval_s
+    energy = _energy_joules(item) if outcome.success else None
+    per_token = None
+    if energy is not None and reported and reported.eval_count:
+        per_token = energy / reported.eval_count
     relative = None
     if outcome.success and outcome.duration_s > 0:
         relative = fastest[(item.key.target, item.key.prompt)] / outcome.duration_s
@@ -129,10 +133,18 @@ def _row(item: ProbeResult | ProbeSkip, fastest: dict[tuple[str, str], float]) -
         "chars": item.response_characters if outcome.success else None,
         "words": item.response_words if outcome.success else None,
         "vram_bytes": item.vram_bytes,
+        "energy_j": energy,
+        "energy_j_per_token": per_token,
         "cold_start": item.cold_start,
         "checks": dict(item.checks),
         "relative_speed": relative,
     }
+
+
+def _energy_joules(result: ProbeResult) -> float | None:
+    """The GPUs' energy during the probe, summed; None when no GPU had an energy counter."""
+    joules = [u.energy_joules for u in result.gpu if u.energy_joules is not None]
+    return sum(joules) if joules else None
 
 
 def format_json(round_: Round) -> str:
@@ -155,6 +167,8 @@ _COLUMNS = (
     "chars",
     "words",
     "VRAM",
+    "energy",
+    "J/token",
     "cold",
     "checks",
     "relative speed",
@@ -194,6 +208,8 @@ def _cells(row: dict[str, Any]) -> list[str]:
         num("chars", "d"),
         num("words", "d"),
         "" if vram is None else f"{vram / 2**20:.0f} MiB",
+        num("energy_j", ".1f", " J"),
+        num("energy_j_per_token", ".3f"),
         "" if cold is None else ("yes" if cold else "no"),
         " ".join(f"{k}:{'ok' if v else 'FAIL'}" for k, v in checks.items()),
         "" if row.get("relative_speed") is None else f"{row['relative_speed'] * 100:.0f}%",

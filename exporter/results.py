@@ -113,6 +113,16 @@ class JobTally:
     checks_passed: Mapping[str, bool] = field(default_factory=dict)  # as last answered
     gpu_utilization: Mapping[GpuKey, float] = field(default_factory=dict)
     gpu_memory_peak: Mapping[GpuKey, int] = field(default_factory=dict)
+    gpu_energy: Mapping[GpuKey, float] = field(default_factory=dict)  # of the last success
+    # Joules of all GPUs over the successful probes; None (no series) until the job is known
+    # to run on GPUs with an energy counter.
+    gpu_energy_total: float | None = None
+
+    def with_energy(self, version: int) -> JobTally:
+        """The tally with its energy counter, at zero if it had none."""
+        return dataclasses.replace(
+            self, version=version, gpu_energy_total=self.gpu_energy_total or 0.0
+        )
 
     def with_checks(self, checks: Iterable[str], version: int) -> JobTally:
         """The tally with a zero failure counter for every check it did not know yet."""
@@ -185,13 +195,27 @@ class JobTally:
         if not usages:
             return {}
         utilization, peak = {**self.gpu_utilization}, {**self.gpu_memory_peak}
+        energy = {**self.gpu_energy}
         for usage in usages:
             gpu = (usage.index, usage.uuid)
             if usage.mean_utilization_ratio is not None:
                 utilization[gpu] = usage.mean_utilization_ratio
             if usage.peak_memory_used_bytes is not None:
                 peak[gpu] = usage.peak_memory_used_bytes
-        return {"gpu_utilization": utilization, "gpu_memory_peak": peak}
+            if usage.energy_joules is not None:
+                energy[gpu] = usage.energy_joules
+        change: dict[str, object] = {
+            "gpu_utilization": utilization,
+            "gpu_memory_peak": peak,
+            "gpu_energy": energy,
+        }
+        joules = [u.energy_joules for u in usages if u.energy_joules is not None]
+        if joules:
+            total = self.gpu_energy_total or 0.0
+            for value in joules:  # one addition per GPU, as a counter incremented per GPU
+                total += value
+            change["gpu_energy_total"] = total
+        return change
 
 
 def _plus(counts: Mapping[str, float], label: str, amount: float) -> dict[str, float]:
@@ -211,15 +235,21 @@ class ResultStore:
         self._versions = itertools.count(1)
         self.version = 0
 
-    def open(self, key: JobKey, checks: Iterable[str]) -> None:
+    def open(self, key: JobKey, checks: Iterable[str], *, energy: bool = False) -> None:
         """The job exists: its counters exist at zero; a known job keeps its values (and gets
-        a zero counter for each new check)."""
+        a zero counter for each new check). `energy`: the job's probes run on GPUs with an
+        energy counter, so its energy counter exists too."""
         checks = tuple(checks)
         with self._lock:
             tally = self._jobs.get(key)
-            if tally is not None and all(c in tally.check_failures for c in checks):
+            if (
+                tally is not None
+                and all(c in tally.check_failures for c in checks)
+                and (not energy or tally.gpu_energy_total is not None)
+            ):
                 return
-            self._jobs[key] = (tally or JobTally(0)).with_checks(checks, self._bump())
+            tally = (tally or JobTally(0)).with_checks(checks, self._bump())
+            self._jobs[key] = tally.with_energy(self.version) if energy else tally
 
     def close(self, key: JobKey) -> None:
         """The job ended (whatever ended it): its tally, and so all its series, are gone."""

@@ -63,10 +63,14 @@ class StockProbeMetrics:
         self.check_passed = gauge(m.CHECK_PASSED, (*JOB, "check"))
         self.gpu_util = gauge(m.GPU_UTIL, GPU)
         self.gpu_peak = gauge(m.GPU_PEAK, GPU)
+        self.gpu_energy = gauge(m.GPU_ENERGY, GPU)
+        self.gpu_energy_total = counter(m.GPU_ENERGY_TOTAL)
 
-    def register(self, key: JobKey, checks: Iterable[str]) -> None:
+    def register(self, key: JobKey, checks: Iterable[str], *, energy: bool = False) -> None:
         """Create a job's counters and histograms at zero so rate() works from the start."""
         labels = key.labels()
+        if energy:
+            self.gpu_energy_total.labels(*labels)
         for metric in (self.probes, self.tokens, self.eval_seconds, self.cold_starts):
             metric.labels(*labels)
         self.duration.labels(*labels)
@@ -138,6 +142,9 @@ class StockProbeMetrics:
                 self.gpu_util.labels(*gpu_labels).set(usage.mean_utilization_ratio)
             if usage.peak_memory_used_bytes is not None:
                 self.gpu_peak.labels(*gpu_labels).set(usage.peak_memory_used_bytes)
+            if usage.energy_joules is not None:
+                self.gpu_energy.labels(*gpu_labels).set(usage.energy_joules)
+                self.gpu_energy_total.labels(*labels).inc(usage.energy_joules)
 
     def _observe_reported(self, labels: tuple[str, str, str], server: BackendTimings) -> None:
         for name, value in m.reported_figures(server).items():

@@ -283,6 +283,8 @@ TABLE_COLUMNS = [
     "chars",
     "words",
     "VRAM",
+    "energy",
+    "J/token",
     "cold",
     "checks",
     "relative speed",

@@ -4,22 +4,24 @@ The exporter probes two Ollama test doubles (target `local`: three models; targe
 slower model that fails some probes on purpose; two prompts, short intervals) with the stand-in
 pynvml module first on its PYTHONPATH, so GPU series exist without a GPU. Prometheus scrapes it
 with the shipped rules (time-scaled by tests/e2e/stack.py, names unchanged). Then each panel
-query of the committed dashboards, with the variables expanded to All and to one model, must
-return at least one series, queried the way Grafana queries it (range queries over the test's
-lifetime, instant queries now); the variables' label_values queries must return the targets,
-models and prompts; and the model table's sample counts and relative speeds must be the numbers
-that follow from the exporter's samples Prometheus holds.
+query of the committed dashboards, and each annotation query (after a model digest change, an
+Ollama version change and a reload made for them), with the variables expanded to All and to
+one model, must return at least one series, queried the way Grafana queries it (range queries
+over the test's lifetime, instant queries now); the variables' label_values queries must return
+the targets, models and prompts; and the model table's sample counts and relative speeds must
+be the numbers that follow from the exporter's samples Prometheus holds.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +163,25 @@ def _remote_failed_then_recovered(live: Live) -> bool:
     return bool(failed and recovered)
 
 
+def _change_model_version_and_config(live: Live, exporter_url: str) -> None:
+    """What the annotations mark: a model pulled again under a new digest, an Ollama
+    upgrade and a configuration reload, each seen by Prometheus."""
+    live.double.set_models(
+        [replace(m, digest="f" * 64) if m.name == ONE_MODEL else m for m in MODELS]
+    )
+    live.double.version = "0.33.0"
+    httpx.post(f"{exporter_url}/-/reload", timeout=10).raise_for_status()
+    for expr, what in (
+        ("ollama_model_changes_total == 1", "the model change"),
+        ("ollama_server_version_changes_total == 1", "the version change"),
+        (
+            "changes(ollama_exporter_config_last_reload_success_timestamp_seconds[5m]) > 0",
+            "the reload",
+        ),
+    ):
+        wait_for(functools.partial(live.prometheus.query, expr), timeout=40, what=what)
+
+
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     workdir = tmp_path_factory.mktemp("e2e-dashboards")
@@ -199,6 +220,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             timeout=30,
             what="failed, then successful avocado_pl probes of the remote model",
         )
+        _change_model_version_and_config(live, exporter.url)
         yield live
 
 

@@ -9,6 +9,7 @@ as the list of real names.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -59,13 +60,18 @@ GOOD_GPU = GpuSnapshot(
 
 def _listed(name: str) -> ListedModel:
     family = name.split(":")[0]
-    return ListedModel(name, family, "12.2B", "Q4_K_M", remote=False, capabilities=("completion",))
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    return ListedModel(
+        name, family, "12.2B", "Q4_K_M", remote=False, capabilities=("completion",), digest=digest
+    )
 
 
 class State:
     """One target, its jobs open, and the exposition reading them."""
 
-    def __init__(self, gpu: GpuSnapshot, loads: LoadState | None = None) -> None:
+    def __init__(
+        self, gpu: GpuSnapshot, loads: LoadState | None = None, *, energy: bool = False
+    ) -> None:
         self.store = ResultStore()
         self.local = StaticTarget("local")
         self.pacing = Pacing()
@@ -79,7 +85,7 @@ class State:
         )
         for model in MODELS:
             for prompt, checks in PROMPTS.items():
-                self.store.open(JobKey("local", model, prompt), checks)
+                self.store.open(JobKey("local", model, prompt), checks, energy=energy)
 
     def ran(self, result: ProbeResult) -> None:
         """The scheduler's accounting of one finished run: its busy time."""
@@ -106,13 +112,13 @@ def _success(key: JobKey, seconds: float) -> ProbeResult:
         interval_s=1800.0 if key.prompt == "avocado_pl" else 300.0,
         cold_start=False,
         checks={k: v for k, v in checks.items() if k in PROMPTS[key.prompt]},
-        gpu=(ProbeGpuUsage(0, UUID, 0.87, 7_600_000_000),),
+        gpu=(ProbeGpuUsage(0, UUID, 0.87, 7_600_000_000, 412.5),),
         vram_bytes=7_500_000_000,
     )
 
 
 def good_state() -> Exposition:
-    state = State(GOOD_GPU)
+    state = State(GOOD_GPU, energy=True)
     state.local.health("0.32.15")
     state.local.inventory([_listed(m) for m in MODELS])
     expires = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

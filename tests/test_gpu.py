@@ -28,6 +28,7 @@ from exporter.exposition.gpu_series import GpuCollector
 from exporter.gpu import (
     DisabledGpuReader,
     GpuDevice,
+    GpuEnergy,
     GpuProcess,
     GpuReader,
     GpuSnapshot,
@@ -463,6 +464,9 @@ class ScriptedReader:
             self._changed.notify_all()
             return snapshot
 
+    def read_energy(self) -> tuple[GpuEnergy, ...]:
+        return ()
+
     def close(self) -> None:
         pass
 
@@ -549,6 +553,9 @@ class RaisingReader:
     def read(self) -> GpuSnapshot:
         raise RuntimeError("broken reader")
 
+    def read_energy(self) -> tuple[GpuEnergy, ...]:
+        raise RuntimeError("broken reader")
+
     def close(self) -> None:
         pass
 
@@ -558,7 +565,7 @@ def test_sampler_survives_a_reader_that_raises(caplog: pytest.LogCaptureFixture)
         pass
 
     assert sampler.usage() == ()
-    assert len(_warnings(caplog)) == 2
+    assert len(_warnings(caplog)) == 4  # two samples and two energy readings
 
 
 # --- real NVML --------------------------------------------------------------------------------

@@ -112,10 +112,12 @@ def test_down_then_recovered_logs_each_transition_once_with_the_outage_length(
     assert (state.error, state.error_at) == ("HTTP 500", 1_250.0)
     # The totals behind ollama_health_checks_total and ollama_health_check_failures_total.
     assert (state.checks_made, state.checks_failed) == (13, 11)
+    assert state.version_changes == 1  # it came back upgraded: one change, the outage is none
     assert records(caplog_info) == [
         (logging.INFO, "target local: up, Ollama 0.32.15"),
         (logging.WARNING, "target local: health check failed, now down: HTTP 500"),
         (logging.INFO, "target local: recovered after 4 min 5 s down, Ollama 0.33.0"),
+        (logging.INFO, "target local: Ollama version changed 0.32.15 -> 0.33.0"),
     ]
 
 

@@ -41,9 +41,9 @@ class Pair:
         self.registry = CollectorRegistry(auto_describe=False)
         self.stock = StockProbeMetrics(self.registry)
 
-    def register(self, key: JobKey, checks: tuple[str, ...]) -> None:
-        self.store.open(key, checks)
-        self.stock.register(key, checks)
+    def register(self, key: JobKey, checks: tuple[str, ...], *, energy: bool = False) -> None:
+        self.store.open(key, checks, energy=energy)
+        self.stock.register(key, checks, energy=energy)
 
     def remove(self, key: JobKey) -> None:
         self.store.close(key)
@@ -90,7 +90,13 @@ def _result(key: JobKey, rng: random.Random, i: int) -> ProbeResult:
     )
     checks = {c: rng.random() < 0.5 for c in rng.sample(CHECKS, rng.randint(0, 3))}
     gpu = tuple(
-        ProbeGpuUsage(g, f"GPU-{g}", rng.choice([None, 0.87]), rng.choice([None, 7 << 30]))
+        ProbeGpuUsage(
+            g,
+            f"GPU-{g}",
+            rng.choice([None, 0.87]),
+            rng.choice([None, 7 << 30]),
+            rng.choice([None, 0.0, 41.5, 123.456]),
+        )
         for g in range(rng.randint(0, 2))
     )
     return ProbeResult(key, outcome, 1.79e9 + i, 300.0, cold, checks, gpu, 7_500_000_000)
@@ -111,7 +117,8 @@ def test_same_lines_as_stock_after_every_write(seed: int) -> None:
     for i in range(150):
         key = rng.choice(keys)
         if key not in registered:
-            pair.register(key, tuple(rng.sample(CHECKS, rng.randint(0, 3))))
+            checks = tuple(rng.sample(CHECKS, rng.randint(0, 3)))
+            pair.register(key, checks, energy=rng.random() < 0.5)
             registered.add(key)
         elif rng.random() < 0.05:
             pair.remove(key)  # a job that left the inventory takes its series with it

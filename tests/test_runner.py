@@ -23,7 +23,7 @@ from prometheus_client.samples import Sample
 
 from exporter.config import Config, PromptConfig, parse_config
 from exporter.exposition.scrape import Exposition
-from exporter.gpu import DisabledGpuReader, GpuDevice, GpuReader, GpuSnapshot
+from exporter.gpu import DisabledGpuReader, GpuDevice, GpuEnergy, GpuReader, GpuSnapshot
 from exporter.probing.health import TargetHealth
 from exporter.probing.jobs import JobKey, ProbeResult, ProbeSkip
 from exporter.probing.probe import Reason
@@ -75,6 +75,9 @@ class FakeGpu:
                 ),
             ),
         )
+
+    def read_energy(self) -> tuple[GpuEnergy, ...]:
+        return ()
 
     def close(self) -> None:
         pass

@@ -6,6 +6,7 @@ without capabilities, odd bodies) come from a small httpx.MockTransport stand-in
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -100,6 +101,7 @@ def test_discovery_skips_embedding_remote_and_excluded_models(
                 "family": "llama",
                 "parameter_size": "3.2B",
                 "quantization_level": "Q8_0",
+                "digest": hashlib.sha256(b"llama3.2").hexdigest()[:12],
             }.items()
         ): 1.0,
         frozenset(
@@ -109,6 +111,7 @@ def test_discovery_skips_embedding_remote_and_excluded_models(
                 "family": "gemma3",
                 "parameter_size": "12.2B",
                 "quantization_level": "Q4_K_M",
+                "digest": hashlib.sha256(GEMMA.encode()).hexdigest()[:12],
             }.items()
         ): 1.0,
     }

@@ -33,6 +33,7 @@ class ListedModel:
     quantization_level: str
     remote: bool
     capabilities: tuple[str, ...] | None  # None when the listing does not say
+    digest: str = ""  # the content digest the listing gives ("" when it gives none)
 
 
 @dataclass(frozen=True)

@@ -273,7 +273,15 @@ def _listed(entry: Mapping[str, Any]) -> ListedModel:
         quantization_level=str(details.get("quantization_level") or ""),
         remote=remote,
         capabilities=tuple(str(c) for c in caps) if isinstance(caps, list) else None,
+        digest=_digest(entry.get("digest")),
     )
+
+
+def _digest(value: object) -> str:
+    """/api/tags gives the manifest's sha256 as 64 hex digits; tolerate a `sha256:` prefix."""
+    if not isinstance(value, str):
+        return ""
+    return value.strip().lower().removeprefix("sha256:")
 
 
 def _running(entry: Mapping[str, Any]) -> RunningModel:

@@ -131,6 +131,15 @@ GPU_PEAK = _gauge(
     "ollama_probe_gpu_memory_peak_bytes",
     "Peak NVML GPU memory used, sampled while the last successful probe ran.",
 )
+GPU_ENERGY = _gauge(
+    "ollama_probe_last_gpu_energy_joules",
+    "NVML energy counter of the GPU at the end of the last successful probe minus at its "
+    "start: the whole device's energy, other models' and users' included.",
+)
+GPU_ENERGY_TOTAL = _counter(
+    "ollama_probe_gpu_energy_joules",
+    "GPU energy (NVML energy counters, summed over the GPUs) during successful probes.",
+)
 
 # Exposition order: the order the series were declared in when they were prometheus_client
 # objects, so the text did not move when the storage changed.
@@ -156,6 +165,8 @@ FAMILIES: tuple[Family, ...] = (
     CHECK_PASSED,
     GPU_UTIL,
     GPU_PEAK,
+    GPU_ENERGY,
+    GPU_ENERGY_TOTAL,
 )
 # prometheus_client's own number format (Go's: "+Inf", "1.0", "1.5e+06"), typed.
 format_number: Callable[[float], str] = utils.floatToGoString
@@ -327,7 +338,15 @@ def _samples(labels: _JobLabels, tally: JobTally) -> Samples:
             (start(GPU_PEAK, gpu=str(g[0]), uuid=g[1]), format_number(v))
             for g, v in tally.gpu_memory_peak.items()
         ],
+        GPU_ENERGY: [
+            (start(GPU_ENERGY, gpu=str(g[0]), uuid=g[1]), format_number(v))
+            for g, v in tally.gpu_energy.items()
+        ],
     }
+    if tally.gpu_energy_total is not None:
+        samples[GPU_ENERGY_TOTAL] = [
+            (start(GPU_ENERGY_TOTAL), format_number(tally.gpu_energy_total))
+        ]
     samples.update(
         (family, [(start(family), format_number(value))])
         for family, value in _gauges(tally).items()

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from exporter.probing.targets import Target
+from exporter.probing.targets import Target, short_digest
 
 T = ("target",)
 TM = ("target", "model")
@@ -49,23 +49,51 @@ class TargetSeries(Collector):
                 build.add_metric([name, health.version], 1)
             checks.add_metric([name], health.checks_made)
             failures.add_metric([name], health.checks_failed)
-        yield from (up, build, checks, failures, _model_info(targets))
+        yield from (up, build, checks, failures, _version_changes(targets))
+        yield from _models(targets)
         yield from _residency(targets)
 
 
-def _model_info(targets: Sequence[Target]) -> Metric:
+def _version_changes(targets: Sequence[Target]) -> Metric:
+    changes = CounterMetricFamily(
+        "ollama_server_version_changes",
+        "Times the version /api/version answered differed from the one before.",
+        labels=T,
+    )
+    for target in targets:
+        changes.add_metric([target.name], target.health.snapshot().version_changes)
+    return changes
+
+
+def _models(targets: Sequence[Target]) -> tuple[Metric, Metric]:
+    """Model info (with the listed digest) and digest changes, for every model with jobs."""
     info = GaugeMetricFamily(
         "ollama_model_info",
-        "A model the target lists and the exporter knows (value 1).",
-        labels=(*TM, "family", "parameter_size", "quantization_level"),
+        "A model the target lists and the exporter knows (value 1); digest: its first 12 hex "
+        "digits in the listing.",
+        labels=(*TM, "family", "parameter_size", "quantization_level", "digest"),
+    )
+    changes = CounterMetricFamily(
+        "ollama_model_changes",
+        "Times the model's digest in the listing differed from the one listed before.",
+        labels=TM,
     )
     for target in targets:
         inventory = target.inventory
         for label, m in inventory.models.items() if inventory else ():
             info.add_metric(
-                [target.name, label, m.family, m.parameter_size, m.quantization_level], 1
+                [
+                    target.name,
+                    label,
+                    m.family,
+                    m.parameter_size,
+                    m.quantization_level,
+                    short_digest(m.digest),
+                ],
+                1,
             )
-    return info
+            changes.add_metric([target.name, label], target.digest_changes(label))
+    return info, changes
 
 
 def _residency(targets: Sequence[Target]) -> tuple[Metric, ...]:

@@ -33,6 +33,7 @@ class TargetHealth:
     failed_checks: int = 0  # consecutive failed health checks; 0 after a good one
     checks_made: int = 0  # health checks since the target was added, failed ones included
     checks_failed: int = 0  # of those, the ones that failed
+    version_changes: int = 0  # checks that answered a version other than the one before
     listed_at: float | None = None  # Unix time of the last successful model listing
     listed_models: int | None = None  # models in that listing
     probed_models: int | None = None  # of those, the models that got probe jobs
@@ -56,6 +57,9 @@ class HealthTracker:
         now = self._clock()
         with self._lock:
             before = self._state
+            # A failed check keeps the last version, so an outage between two versions is one
+            # change, and an outage alone is none.
+            changed = version is not None and before.version not in (None, version)
             if version is not None:
                 self._state = replace(
                     before,
@@ -64,6 +68,7 @@ class HealthTracker:
                     version=version,
                     failed_checks=0,
                     checks_made=before.checks_made + 1,
+                    version_changes=before.version_changes + changed,
                 )
             else:
                 self._state = replace(
@@ -78,6 +83,13 @@ class HealthTracker:
                 )
             after = self._state
         self._log_transition(before, after, now)
+        if changed:
+            log.info(
+                "target %s: Ollama version changed %s -> %s",
+                self._target,
+                printable(before.version or ""),
+                printable(version or ""),
+            )
 
     def listed(self, listed: int, probed: int) -> None:
         """Record a successful model listing: how many models it had, how many get jobs."""

@@ -123,6 +123,11 @@ class ProbeRunner:
                 outcome = run_probe(client, backend, request, watchdog=dog)
             return outcome, sampler.usage()
 
+    def measures_energy(self, spec: JobSpec) -> bool:
+        """Whether the job's probes will measure GPU energy: they sample the local GPUs, and
+        at least one of them has an energy counter."""
+        return self._samples_gpu(spec) and bool(self._gpu.read_energy())
+
     def _samples_gpu(self, spec: JobSpec) -> bool:
         return self.config.gpu.enabled is not False and spec.target.config.owns_local_gpu()
 

@@ -251,7 +251,9 @@ class ProbeScheduler:
     def _add_job(self, job_id: str, spec: JobSpec) -> None:
         # Called with self._lock held, which keeps the first-run plan in order.
         self._specs[job_id] = spec
-        self._store.open(spec.key, spec.prompt.checks.names())
+        self._store.open(
+            spec.key, spec.prompt.checks.names(), energy=self._runner.measures_energy(spec)
+        )
         first = max(time.time(), self._next_first_run)
         self._next_first_run = first + 1 / STARTUP_RATE
         self._scheduler.add_job(

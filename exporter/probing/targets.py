@@ -74,6 +74,10 @@ class Target:
         self.listing_error: str | None = None  # the last failed listing's reason, redacted
         self._capabilities: dict[str, tuple[str, ...]] = {}
         self._labels: dict[str, str] = {}  # model_key -> label value, for residency series
+        # By model_key, for every model ever listed (not only the probed ones): a model that
+        # leaves the listing and comes back under a new digest still counts as changed.
+        self._digests: dict[str, str] = {}
+        self._digest_changes: dict[str, int] = {}
 
     @property
     def inventory(self) -> Inventory | None:
@@ -84,6 +88,11 @@ class Target:
     def residency(self) -> Residency | None:
         with self._lock:
             return self._residency
+
+    def digest_changes(self, model: str) -> int:
+        """How often the listed digest of `model` (a name or label value) changed so far."""
+        with self._lock:
+            return self._digest_changes.get(self.backend.model_key(model), 0)
 
     @property
     def version(self) -> int:
@@ -114,10 +123,39 @@ class Target:
             log.warning("target %s: empty model listing, keeping the last one", self.name)
             return True
         self._listed = tuple(listed)
+        self._note_digests(listed)
         self._select_from_last(config, timeout, "listing")
         inventory = self.inventory
         self.health.listed(len(listed), len(inventory.models) if inventory else 0)
         return True
+
+    def _note_digests(self, listed: Sequence[ListedModel]) -> None:
+        """Count and log each model whose digest differs from the one last listed for it.
+
+        Only good listings get here, so an outage is never a change. A model listed without a
+        digest keeps the one it had: no digest is not a new digest.
+        """
+        changed = []
+        with self._lock:
+            for model in listed:
+                key = self.backend.model_key(model.name)
+                old = self._digests.get(key)
+                if not model.digest or old == model.digest:
+                    continue
+                self._digests[key] = model.digest
+                if old is not None:
+                    self._digest_changes[key] = self._digest_changes.get(key, 0) + 1
+                    changed.append((model.name, old, model.digest))
+            if changed:
+                self._version += 1
+        for name, old, new in changed:
+            log.info(
+                "target %s: model %s changed digest %s -> %s",
+                self.name,
+                printable(name),
+                short_digest(old),
+                short_digest(new),
+            )
 
     def reselect(self, config: Config, timeout: float) -> None:
         """Select again from the last listing under a reloaded configuration."""
@@ -258,6 +296,16 @@ def _log_selection(target: str, before: Inventory | None, after: Inventory, caus
             printable(model),
             place,
         )
+
+
+# Digests in labels and logs: 12 hex digits, as `ollama list` shows them; enough to tell
+# versions of one model apart.
+SHORT_DIGEST = 12
+
+
+def short_digest(digest: str) -> str:
+    """The first 12 hex digits of a digest ("" stays "")."""
+    return digest[:SHORT_DIGEST]
 
 
 def _excluded(name: str, patterns: Sequence[str]) -> bool:

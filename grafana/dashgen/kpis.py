@@ -10,6 +10,7 @@ from __future__ import annotations
 from grafana_foundation_sdk.builders import dashboard as dashboard_builders
 
 from . import promql as q
+from .annotations import change_annotations
 from .layout import new_dashboard
 from .panels import (
     ABOVE_99_9_PERCENT,
@@ -209,6 +210,7 @@ def build() -> dashboard_builders.Dashboard:
         "99.9 %, GPU utilisation < 80 %), SLO error budgets and burn rates, firing alerts.",
         variables=[target_variable()],
         time_from="now-24h",
+        annotations=change_annotations(by_model=False),
     )
     _kpi_stats(dashboard)
     _slo_panels(dashboard)

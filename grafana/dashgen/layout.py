@@ -19,6 +19,7 @@ def new_dashboard(
     *,
     variables: Sequence[cogbuilder.Builder[dashboard_models.VariableModel]],
     time_from: str,
+    annotations: Sequence[cogbuilder.Builder[dashboard_models.AnnotationQuery]] = (),
 ) -> dashboard_builders.Dashboard:
     """A dashboard with the common settings; panels are added by the caller."""
     dashboard = (
@@ -43,6 +44,8 @@ def new_dashboard(
     )
     for variable in variables:
         dashboard = dashboard.with_variable(variable)
+    for annotation in annotations:
+        dashboard = dashboard.annotation(annotation)
     return dashboard
 
 

@@ -11,6 +11,7 @@ from grafana_foundation_sdk.models import common as common_models
 from grafana_foundation_sdk.models import dashboard as dashboard_models
 
 from . import promql as q
+from .annotations import change_annotations
 from .layout import new_dashboard
 from .panels import (
     BELOW_60_SECONDS,
@@ -45,6 +46,18 @@ PROBES_OVER_RANGE = q.sample_count("ollama_probes_total", q.PROBE_LABELS, RANGE,
 COLD_STARTS_OVER_RANGE = q.sample_count(
     "ollama_probe_cold_starts_total", q.PROBE_LABELS, RANGE, KEY
 )
+# GPU energy of the successful probes over the range, per answer and per generated token.
+# Only GPU targets whose GPUs have an energy counter have the series: others get no value.
+ENERGY = "ollama_probe_gpu_energy_joules_total"
+
+
+def _energy_per(counter: str, window: str) -> str:
+    energy = q.sum_increase(ENERGY, q.PROBE_LABELS, window, KEY)
+    return f"{energy} / {q.sum_increase(counter, q.PROBE_LABELS, window, KEY)}"
+
+
+ENERGY_PER_ANSWER = _energy_per(f"{DURATION}_count", RANGE)
+ENERGY_PER_TOKEN = _energy_per("ollama_probe_generated_tokens_total", RANGE)
 # Ratios: green when everything passed, as the report's KPIs expect.
 GOOD_RATIO: tuple[Step, ...] = ((None, "red"), (0.99, "yellow"), (1.0, "green"))
 
@@ -87,12 +100,23 @@ def _vram() -> str:
     return f"({resident} or {unloaded}) and on ({q.by(KEY)}) {probed}"
 
 
+def _gpu_share() -> str:
+    """The part of a resident model's memory that is on the GPU: size_vram / size (1 = all
+    of it; less means layers run on the CPU). Models that are not resident have no row."""
+    vram = q.max_by("ollama_model_vram_bytes", q.MODEL_LABELS, KEY)
+    memory = q.max_by("ollama_model_memory_bytes", q.MODEL_LABELS, KEY)
+    probed = q.sel("ollama_probes_total", q.PROBE_LABELS)
+    return f"({vram} / {memory}) and on ({q.by(KEY)}) {probed}"
+
+
 def _columns() -> list[Column]:
     """The range columns, each group followed by its sample count, then the latest probe's."""
     return [
         Column("Relative speed", RELATIVE_SPEED, "percentunit", decimals=0),
         Column("Mean time", MEAN_OVER_RANGE, "s", BELOW_60_SECONDS),
         Column("Checks passed", _check_pass_ratio(), "percentunit", GOOD_RATIO, decimals=1),
+        Column("Energy/answer", ENERGY_PER_ANSWER, "joule"),
+        Column("Energy/token", ENERGY_PER_TOKEN, "joule", decimals=3),
         Column("n (ok)", SUCCESSES_OVER_RANGE, "none", decimals=0),
         Column("Success", _success_ratio(), "percentunit", GOOD_RATIO, decimals=1),
         Column("Cold starts", COLD_STARTS_OVER_RANGE, "none", decimals=0),
@@ -127,6 +151,7 @@ def _columns() -> list[Column]:
             decimals=0,
         ),
         Column("VRAM", _vram(), "bytes"),
+        Column("GPU share", _gpu_share(), "percentunit", decimals=0),
     ]
 
 
@@ -145,7 +170,12 @@ TABLE_DESCRIPTION = (
     "Last time, TTFT (time to first token), tokens/s (Ollama's decode rate, eval_count / "
     "eval_duration), characters and words describe the latest successful answer (last time: "
     "the latest probe). VRAM is size_vram from /api/ps for this model alone (0 = not "
-    "resident), not the Ollama process total the report logged."
+    "resident), not the Ollama process total the report logged. GPU share = size_vram / "
+    "size from /api/ps (100 % = the whole model on the GPU; resident models only). "
+    "Energy/answer and energy/token: the GPU energy counters' increase over the successful "
+    "probes in the range, divided by their number and by the tokens they generated; GPU "
+    "targets with an energy counter only. It is the whole GPU's energy while the probe ran: "
+    "other models or users on the same GPU add to it."
 )
 
 
@@ -278,6 +308,24 @@ def _throughput_panels(dashboard: dashboard_builders.Dashboard) -> None:
     )
 
 
+def _energy_panel(dashboard: dashboard_builders.Dashboard) -> None:
+    dashboard.with_panel(
+        timeseries_panel(
+            "GPU energy per answer",
+            "Joules the GPUs used per successful probe over the smoothing window ($window): "
+            "rate of ollama_probe_gpu_energy_joules_total (NVML's energy counters, read at "
+            "each probe's start and end) / rate of successful probes. The whole GPU's energy "
+            "while the probe ran, other models' and users' included; GPU targets whose GPUs "
+            "have the counter only, never estimated from power samples.",
+            "joule",
+            [
+                Query(_energy_per(f"{DURATION}_count", "$window"), "{{model}} per answer"),
+            ],
+            Size(12, 9),
+        )
+    )
+
+
 def build() -> dashboard_builders.Dashboard:
     """The model comparison dashboard."""
     dashboard = new_dashboard(
@@ -290,9 +338,11 @@ def build() -> dashboard_builders.Dashboard:
         "what this Prometheus holds) gives medians with 95 % intervals and a verdict per pair.",
         variables=[target_variable(), model_variable(), prompt_variable(), window_variable()],
         time_from="now-6h",
+        annotations=change_annotations(by_model=True),
     )
     _comparison_row(dashboard)
     dashboard.with_row(dashboard_builders.Row("Per model over time (prompt $prompt)"))
     _latency_panels(dashboard)
     _throughput_panels(dashboard)
+    _energy_panel(dashboard)
     return dashboard

@@ -35,6 +35,24 @@ def query_panels(dashboard: Dashboard) -> Iterator[dict[str, Any]]:
 
 
 def queries(dashboard: Dashboard) -> Iterator[PanelQuery]:
+    """Every panel query, then every annotation query (range queries, as Grafana runs them)."""
+    yield from _panel_queries(dashboard)
+    yield from annotation_queries(dashboard)
+
+
+def annotation_queries(dashboard: Dashboard) -> Iterator[PanelQuery]:
+    """The Prometheus annotation queries; Grafana's built-in annotation has no expr."""
+    for annotation in dashboard.get("annotations", {}).get("list", []):
+        if annotation.get("expr"):
+            yield PanelQuery(
+                panel=f"annotation {annotation.get('name', '')}",
+                ref_id="",
+                expr=annotation["expr"],
+                instant=False,
+            )
+
+
+def _panel_queries(dashboard: Dashboard) -> Iterator[PanelQuery]:
     for panel in query_panels(dashboard):
         for target in panel.get("targets", []):
             yield PanelQuery(

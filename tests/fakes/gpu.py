@@ -1,8 +1,8 @@
-"""GPU reader fakes: stand-ins for exporter.gpu's readers (``read()`` and ``close()``)."""
+"""GPU reader fakes: stand-ins for exporter.gpu's readers (read, read_energy, close)."""
 
 from __future__ import annotations
 
-from exporter.gpu import GpuSnapshot
+from exporter.gpu import GpuEnergy, GpuSnapshot
 
 
 class FixedGpuReader:
@@ -13,6 +13,9 @@ class FixedGpuReader:
 
     def read(self) -> GpuSnapshot:
         return self.snapshot
+
+    def read_energy(self) -> tuple[GpuEnergy, ...]:
+        return ()  # no energy counter: the series stay absent
 
     def close(self) -> None:
         pass

@@ -19,6 +19,11 @@ State comes from, in order:
 
 Utilisation readings step through each device's ``utilization`` list, one step per
 ``nvmlDeviceGetUtilizationRates`` call, so per-probe means are not trivially constant.
+
+The energy counter (``nvmlDeviceGetTotalEnergyConsumption``, millijoules) starts at a device's
+``energy_mj`` and grows after every read by the next of its ``energy_increments_mj`` (cycled),
+so the difference of two consecutive reads is exactly one increment. ``energy_mj: null`` makes
+the device one without the counter (NVMLError_NotSupported, as GPUs before Volta).
 """
 
 from __future__ import annotations
@@ -102,7 +107,10 @@ class StandinDevice:
     temperature: int = 40
     power_mw: int = 100_000
     processes: Sequence[StandinProcess] = ()
+    energy_mj: int | None = 1_000_000  # None: no energy counter (NotSupported)
+    energy_increments_mj: Sequence[int] = (0,)
     reads: int = field(default=0, repr=False)
+    energy_reads: int = field(default=0, repr=False)
 
 
 @dataclass
@@ -146,6 +154,8 @@ def default_devices() -> list[StandinDevice]:
             temperature=55,
             power_mw=150_000,
             processes=(me,),
+            energy_mj=5_000_000,
+            energy_increments_mj=(2_500,),
         ),
         StandinDevice(
             uuid="GPU-00000000-0000-0000-0000-000000000001",
@@ -154,6 +164,8 @@ def default_devices() -> list[StandinDevice]:
             memory_utilization=(0, 4),
             temperature=38,
             power_mw=60_000,
+            energy_mj=3_000_000,
+            energy_increments_mj=(1_250,),
         ),
     ]
 
@@ -330,6 +342,19 @@ def nvmlDeviceGetPowerUsage(handle: _Handle) -> int:
     with _lock:
         _enter("nvmlDeviceGetPowerUsage", handle.index)
         return _device(handle).power_mw
+
+
+def nvmlDeviceGetTotalEnergyConsumption(handle: _Handle) -> int:
+    with _lock:
+        _enter("nvmlDeviceGetTotalEnergyConsumption", handle.index)
+        dev = _device(handle)
+        if dev.energy_mj is None:
+            raise NVMLError_NotSupported()
+        value = dev.energy_mj
+        increments = dev.energy_increments_mj
+        dev.energy_mj += increments[dev.energy_reads % len(increments)]
+        dev.energy_reads += 1
+        return value
 
 
 def _running(handle: _Handle, function_name: str, graphics: bool) -> list[SimpleNamespace]:
