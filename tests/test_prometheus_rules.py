@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ ALERTS = {
     "OllamaAnswerCheckFailing": {"ticket"},
     "GPUMemoryNearlyFull": {"ticket"},
     "NVMLUnavailable": {"ticket"},
+    "OllamaModelRegressed": {"ticket"},
+    "OllamaModelPartiallyOffloaded": {"ticket"},
 }
 # Labels each alert must carry (its grouping), on top of job and instance.
 ALERT_LABELS = {
@@ -65,6 +68,8 @@ ALERT_LABELS = {
     "OllamaAnswerCheckFailing": {"target", "model", "prompt", "check"},
     "GPUMemoryNearlyFull": {"gpu", "uuid"},
     "NVMLUnavailable": set(),
+    "OllamaModelRegressed": {"target", "model", "prompt"},
+    "OllamaModelPartiallyOffloaded": {"target", "model"},
 }
 SLO_RECORDS = {
     f"slo:sli_error:ratio_rate{w}" for w in ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
@@ -140,6 +145,12 @@ def rule_test_files() -> list[Path]:
 @pytest.mark.parametrize("path", rule_test_files(), ids=lambda p: p.name)
 def test_promtool_rule_unit_tests(path: Path) -> None:
     assert_ok(run([promtool(), "test", "rules", str(path)]))
+
+
+def test_the_generated_regression_rule_tests_are_current() -> None:
+    """prometheus/tests/regression_test.yml is written by its script from seeded scenarios."""
+    command = [sys.executable, "-m", "prometheus.tests.regression_series", "--check"]
+    assert_ok(run(command))
 
 
 def test_there_are_rule_unit_tests() -> None:
@@ -263,9 +274,21 @@ def test_the_sloth_style_slo_records_exist_for_both_slos() -> None:
     assert records["slo:objective:ratio"] == {"availability", "latency"}
 
 
+# Series added by the change-data branch (issue 26), read by the OllamaModelRegressed
+# description (a `query` template, not its expression), its promtool inputs and its runbook,
+# before the golden expositions of this branch have them: name -> (type, labels). REMOVE at the
+# merge of change-data, whose golden files list them.
+PENDING_SERIES = {
+    "ollama_model_changes_total": ("counter", frozenset({"target", "model"})),
+    "ollama_server_version_changes_total": ("counter", frozenset({"target"})),
+}
+
+
 def golden_label_names() -> dict[str, set[frozenset[str]]]:
     """Sample name -> the label-name sets it has in the golden expositions."""
-    shapes: dict[str, set[frozenset[str]]] = {}
+    shapes: dict[str, set[frozenset[str]]] = {
+        name: {labels} for name, (_, labels) in PENDING_SERIES.items()
+    }
     for path in sorted(GOLDEN_DIR.glob("metrics-*.prom")):
         for line in path.read_text(encoding="utf-8").splitlines():
             if line and not line.startswith("#"):
@@ -538,6 +561,7 @@ def test_runbook_queries_parse_and_read_existing_series(tmp_path: Path) -> None:
     path = write_yaml(tmp_path / "runbook-queries.yml", {"groups": [{"name": "q", "rules": rules}]})
     assert_ok(run([promtool(), "check", "rules", "--lint=none", str(path)]))
     known = golden_families().keys() | {r["record"] for r in all_rules() if "record" in r}
+    known |= PENDING_SERIES.keys()
     unknown = {n for q in queries for n in metric_names(q)} - known - PROMETHEUS_OWN_SERIES
     assert not unknown, f"docs/runbooks.md queries series nobody emits: {unknown}"
 
