@@ -101,8 +101,9 @@ def compress(values: list[str]) -> str:
                     break
                 step, j = diff, j + 1
             n = j - i - 1
-            if n == 0:
+            if n == 0 or (n == 1 and step != 0):  # `a b` reads better than `a+dx1`
                 out.append(values[i])
+                j = i + 1
             elif step == 0:
                 out.append(f"{values[i]}x{n}")
             else:
