@@ -60,10 +60,19 @@ class Stack:
         )
 
 
+def on_gpu(name: str) -> ModelScript:
+    """A model script whose resident model is wholly in VRAM (size_vram = size)."""
+    script = ModelScript(name=name)
+    script.size_vram = script.size
+    return script
+
+
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    a = OllamaDouble([ModelScript(name=M1), ModelScript(name=M2)])
-    b = OllamaDouble([ModelScript(name=M1)])
+    # Wholly in VRAM once loaded (the double's default keeps 94 % there): a partial offload
+    # would open OllamaModelPartiallyOffloaded tickets, which this test is not about.
+    a = OllamaDouble([on_gpu(M1), on_gpu(M2)])
+    b = OllamaDouble([on_gpu(M1)])
     with a, b, ExitStack() as processes:
         exporter = start_exporter(
             tmp_path,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,8 @@ ALERTS = {
     "OllamaAnswerCheckFailing": {"ticket"},
     "GPUMemoryNearlyFull": {"ticket"},
     "NVMLUnavailable": {"ticket"},
+    "OllamaModelRegressed": {"ticket"},
+    "OllamaModelPartiallyOffloaded": {"ticket"},
 }
 # Labels each alert must carry (its grouping), on top of job and instance (job only for
 # NO_INSTANCE: the replica that should serve a missing shard reports nothing to take one from).
@@ -68,6 +71,8 @@ ALERT_LABELS = {
     "OllamaAnswerCheckFailing": {"target", "model", "prompt", "check"},
     "GPUMemoryNearlyFull": {"gpu", "uuid"},
     "NVMLUnavailable": set(),
+    "OllamaModelRegressed": {"target", "model", "prompt"},
+    "OllamaModelPartiallyOffloaded": {"target", "model"},
 }
 NO_INSTANCE = {"OllamaExporterShardMissing"}
 SLO_RECORDS = {
@@ -144,6 +149,12 @@ def rule_test_files() -> list[Path]:
 @pytest.mark.parametrize("path", rule_test_files(), ids=lambda p: p.name)
 def test_promtool_rule_unit_tests(path: Path) -> None:
     assert_ok(run([promtool(), "test", "rules", str(path)]))
+
+
+def test_the_generated_regression_rule_tests_are_current() -> None:
+    """prometheus/tests/regression_test.yml is written by its script from seeded scenarios."""
+    command = [sys.executable, "-m", "prometheus.tests.regression_series", "--check"]
+    assert_ok(run(command))
 
 
 def test_there_are_rule_unit_tests() -> None:
