@@ -621,6 +621,7 @@ def test_end_to_end_metrics_match_what_the_double_did(tmp_path: Path, double: Ol
             "family": script.family,
             "parameter_size": script.parameter_size,
             "quantization_level": script.quantization_level,
+            "digest": script.digest[:12],  # docs/metrics.md: the digest's first 12 hex digits
         }
         assert value(samples, "ollama_model_info", **info) == 1
         assert value(samples, "ollama_model_loaded", target="local", model=model) == 1
