@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from exporter.gpu import ProbeGpuUsage
 from exporter.probing.jobs import JobKey, ProbeResult, ProbeSkip
-from exporter.probing.probe import BackendTimings, Reason
+from exporter.probing.probe import BackendTimings, ProbeOutcome, Reason
 
 # Histogram bounds of the probe series: a tally counts each observation into its bucket when it
 # arrives, since the value itself is not kept.
@@ -110,6 +110,9 @@ class JobTally:
     last_ttft_s: float | None = None  # of the last successful probe that had one
     reported: BackendTimings | None = None  # of the last successful probe that had them
     tokens_per_second: float | None = None
+    # Completion tokens over (end - first token) of the last successful probe, as the client
+    # saw the stream: None when it had no token count or no first token.
+    stream_tokens_per_second: float | None = None
     checks_passed: Mapping[str, bool] = field(default_factory=dict)  # as last answered
     gpu_utilization: Mapping[GpuKey, float] = field(default_factory=dict)
     gpu_memory_peak: Mapping[GpuKey, int] = field(default_factory=dict)
@@ -176,6 +179,7 @@ class JobTally:
         if outcome.ttft_s is not None:
             change["ttft"] = self.ttft.after(outcome.ttft_s)
             change["last_ttft_s"] = outcome.ttft_s
+        change["stream_tokens_per_second"] = stream_rate(outcome)
         if reported is not None:
             change["reported"] = reported
             if reported.eval_count and reported.eval_s:
@@ -311,3 +315,14 @@ class ResultStore:
     def _bump(self) -> int:
         self.version = next(self._versions)
         return self.version
+
+
+def stream_rate(outcome: ProbeOutcome) -> float | None:
+    """The client-side decode rate of a successful probe: completion tokens per second from
+    the first token to the end of the stream. It includes the network and the server's
+    batching, so it is not the server's decode rate (eval_count / eval_duration)."""
+    reported, ttft = outcome.reported, outcome.ttft_s
+    if reported is None or not reported.eval_count or ttft is None:
+        return None
+    streaming = outcome.duration_s - ttft
+    return reported.eval_count / streaming if streaming > 0 else None

@@ -56,6 +56,7 @@ class StockProbeMetrics:
         self.last_duration = gauge(m.LAST_DURATION)
         self.last_ttft = gauge(m.LAST_TTFT)
         self.answer = {name: gauge(family) for name, family in m.ANSWER.items()}
+        self.stream_rate = gauge(m.STREAM_RATE)
         self.cold_start = gauge(m.COLD_START)
         self.interval = gauge(m.INTERVAL)
         self.last_run = gauge(m.LAST_RUN)
@@ -132,6 +133,12 @@ class StockProbeMetrics:
         self.answer["response_words"].labels(*labels).set(result.response_words)
         if server is not None:
             self._observe_reported(labels, server)
+        # Client-side: completion tokens over first token to end; absent when either is unknown.
+        streaming = None if outcome.ttft_s is None else outcome.duration_s - outcome.ttft_s
+        if server is not None and server.eval_count and streaming is not None and streaming > 0:
+            self.stream_rate.labels(*labels).set(server.eval_count / streaming)
+        elif labels in self.stream_rate._metrics:  # noqa: SLF001 - no public "has child"
+            self.stream_rate.remove(*labels)
         for check, passed in result.checks.items():
             self.check_passed.labels(*labels, check).set(1 if passed else 0)
             if not passed:
@@ -148,8 +155,12 @@ class StockProbeMetrics:
 
     def _observe_reported(self, labels: tuple[str, str, str], server: BackendTimings) -> None:
         for name, value in m.reported_figures(server).items():
-            # Ollama omits zero values (omitempty): a missing figure is 0, not unknown.
-            self.answer[name].labels(*labels).set(value or 0)
+            # Ollama omits zero values (omitempty): a missing figure is 0, not unknown. Other
+            # protocols' missing figures are unknown: no sample.
+            if server.missing_means_zero or value is not None:
+                self.answer[name].labels(*labels).set(value or 0)
+            elif labels in self.answer[name]._metrics:  # noqa: SLF001
+                self.answer[name].remove(*labels)
         if server.eval_count and server.eval_s:
             self.tokens.labels(*labels).inc(server.eval_count)
             self.eval_seconds.labels(*labels).inc(server.eval_s)

@@ -109,6 +109,11 @@ ANSWER = {
         ),
     }.items()
 }
+STREAM_RATE = _gauge(
+    "ollama_probe_stream_tokens_per_second",
+    "Client-side decode rate of the last successful probe: completion tokens over the time "
+    "from the first token to the end of the stream (not the server's decode rate).",
+)
 COLD_START = _gauge("ollama_probe_cold_start", "1 if the last probe found its model not resident.")
 INTERVAL = _gauge(
     "ollama_probe_interval_seconds", "The job's effective interval, after any stretching."
@@ -158,6 +163,7 @@ FAMILIES: tuple[Family, ...] = (
     LAST_DURATION,
     LAST_TTFT,
     *ANSWER.values(),
+    STREAM_RATE,
     COLD_START,
     INTERVAL,
     LAST_RUN,
@@ -363,6 +369,7 @@ def _gauges(tally: JobTally) -> dict[Family, float | None]:
         LAST_RUN: tally.last_run_at,
         LAST_TTFT: tally.last_ttft_s,
         ANSWER["tokens_per_second"]: tally.tokens_per_second,
+        STREAM_RATE: tally.stream_tokens_per_second,
     }
     probe, success = tally.last_probe, tally.last_success
     if probe is not None:
@@ -374,9 +381,10 @@ def _gauges(tally: JobTally) -> dict[Family, float | None]:
         gauges[ANSWER["response_characters"]] = success.response_characters
         gauges[ANSWER["response_words"]] = success.response_words
     if tally.reported is not None:
+        zero = tally.reported.missing_means_zero
         for name, value in reported_figures(tally.reported).items():
-            # Ollama omits zero values (omitempty): a missing figure is 0, not unknown.
-            gauges[ANSWER[name]] = value or 0
+            # Ollama omits zero values (omitempty): there a missing figure is 0, not unknown.
+            gauges[ANSWER[name]] = (value or 0) if zero else value
     return gauges
 
 

@@ -70,6 +70,9 @@ class BackendTimings:
     prompt_tokens: int | None = None
     eval_count: int | None = None
     done_reason: str | None = None
+    # Ollama omits zero figures (omitempty), so there a missing one is 0; other protocols'
+    # missing figures are unknown, and their series stay absent.
+    missing_means_zero: bool = True
 
 
 @dataclass(frozen=True)
