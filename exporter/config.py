@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import BeforeValidator, Field, ValidationError
 
 from exporter.ollama_options import KNOWN_OPTIONS, LOAD_TIME_OPTIONS, typo_of
-from exporter.redact import url_without_credentials
+from exporter.redact import printable, url_without_credentials
 from exporter.shard import ShardConfig
 from exporter.validation import (
     INVALID,
@@ -72,7 +72,7 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 # The server protocols a target may speak: the keys of exporter.backends.BACKENDS.
-BackendName = Literal["ollama"]
+BackendName = Literal["ollama", "openai"]
 
 
 class TargetConfig(StrictModel):
@@ -84,6 +84,14 @@ class TargetConfig(StrictModel):
     tls_ca_file: str | None = None
     tls_insecure_skip_verify: bool = False
     max_models: int = Field(default=200, ge=1)
+    # Probe every model the listing has (less exclude_models) when `models` is empty. Unset:
+    # on for ollama, whose listing says which models generate; off for openai, whose /v1/models
+    # lists embedding models too, which would get chat probes and fail forever.
+    discover: bool | None = None
+
+    def discovers(self) -> bool:
+        """Whether an empty `models` list means every listed model (else no model at all)."""
+        return self.discover if self.discover is not None else self.backend != "openai"
 
     def connection(self) -> tuple[object, ...]:
         """What reaching the server depends on: a change of these makes it a new target."""
@@ -280,6 +288,7 @@ def parse_config(data: object, source: str, environ: Mapping[str, str]) -> Confi
         raise ConfigError(source, problems)
     config = _resolve_headers(config, environ)
     _warn_about_options(config, source)
+    _warn_about_openai(config, source)
     return config
 
 
@@ -292,6 +301,7 @@ def semantic_problems(data: Mapping[str, Any], environ: Mapping[str, str]) -> li
     problems += _duplicates(ids, "prompts", "id")
     for i, target in targets:
         problems += _target_problems(i, target)
+        problems += _discovery_problems(i, target, data.get("models"))
     probe = data.get("probe", {})
     for i, prompt in prompts:
         if isinstance(probe, dict):
@@ -338,6 +348,22 @@ def _target_problems(i: int, target: Mapping[str, Any]) -> list[str]:
         except (OSError, ssl.SSLError) as exc:
             problems.append(f"targets[{i}].tls_ca_file: cannot load {ca_file!r} as CA file: {exc}")
     return problems
+
+
+def _discovery_problems(i: int, target: Mapping[str, Any], models: object) -> list[str]:
+    """A target that does not discover needs the models to probe named."""
+    backend = field_value(TargetConfig, "backend", target)
+    discover = field_value(TargetConfig, "discover", target)
+    if INVALID in (backend, discover) or models:
+        return []
+    config = TargetConfig.model_construct(backend=backend, discover=discover)
+    if config.discovers():
+        return []
+    return [
+        f"targets[{i}].discover: target {shown(target.get('name'))} ({backend}) has nothing to "
+        "probe: name the models in `models`, or set `discover: true` (with `exclude_models` for "
+        "the embedding models its listing holds, which chat probes would fail on forever)"
+    ]
 
 
 def _timeout_problems(i: int, prompt: Mapping[str, Any], probe: Mapping[str, Any]) -> list[str]:
@@ -452,4 +478,54 @@ def _warn_about_options(config: Config, source: str) -> None:
                 source,
                 prompt.id,
                 option,
+            )
+
+
+# The prompt options an openai target sends, and the request field each becomes; the others
+# (top_k, num_ctx, ...) are Ollama's own and are not sent.
+OPENAI_OPTIONS: Mapping[str, str] = {
+    "temperature": "temperature",
+    "seed": "seed",
+    "num_predict": "max_tokens",
+    "top_p": "top_p",
+    "stop": "stop",
+}
+
+
+def _warn_about_openai(config: Config, source: str) -> None:
+    """Once per load: the settings and prompt options that openai targets do not take."""
+    names = [t.name for t in config.targets if t.backend == "openai"]
+    if not names:
+        return
+    targets = ", ".join(printable(n) for n in names)
+    probe = config.probe
+    unused = [
+        setting
+        for setting, set_ in (
+            ("probe.only_loaded", probe.only_loaded),
+            ("probe.preserve_residency", probe.preserve_residency),
+            ("probe.keep_alive", probe.keep_alive is not None),
+        )
+        if set_
+    ]
+    if unused:
+        log.warning(
+            "%s: %s do(es) not apply to openai targets (%s): the protocol has no residency, "
+            "so they are probed without them",
+            source,
+            ", ".join(unused),
+            targets,
+        )
+    for prompt in config.prompts:
+        dropped = sorted(prompt.options.keys() - OPENAI_OPTIONS.keys())
+        if prompt.think is not None:
+            dropped.append("think")
+        if dropped:
+            log.warning(
+                "%s: prompt %s sets %s, which openai targets (%s) are not sent: only %s are",
+                source,
+                prompt.id,
+                ", ".join(dropped),
+                targets,
+                ", ".join(sorted(OPENAI_OPTIONS)),
             )

@@ -83,6 +83,7 @@ def _ca_file(value: str) -> str:
 # Labels that set the TargetConfig field of the same name, with their readers.
 SETTINGS: Mapping[str, Callable[[str], object]] = {
     "backend": _backend,
+    "discover": _boolean,
     "gpu": _gpu,
     "max_models": _max_models,
     "tls_ca_file": _ca_file,

@@ -137,8 +137,8 @@ class StockProbeMetrics:
         streaming = None if outcome.ttft_s is None else outcome.duration_s - outcome.ttft_s
         if server is not None and server.eval_count and streaming is not None and streaming > 0:
             self.stream_rate.labels(*labels).set(server.eval_count / streaming)
-        elif labels in self.stream_rate._metrics:  # noqa: SLF001 - no public "has child"
-            self.stream_rate.remove(*labels)
+        else:
+            self.stream_rate.remove(*labels)  # a no-op when it has none
         for check, passed in result.checks.items():
             self.check_passed.labels(*labels, check).set(1 if passed else 0)
             if not passed:
@@ -159,7 +159,7 @@ class StockProbeMetrics:
             # protocols' missing figures are unknown: no sample.
             if server.missing_means_zero or value is not None:
                 self.answer[name].labels(*labels).set(value or 0)
-            elif labels in self.answer[name]._metrics:  # noqa: SLF001
+            else:
                 self.answer[name].remove(*labels)
         if server.eval_count and server.eval_s:
             self.tokens.labels(*labels).inc(server.eval_count)

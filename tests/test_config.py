@@ -78,7 +78,12 @@ INVALID_CASES: dict[str, list[str]] = {
         "prompts[0].think: 'maximum' is not true, false, 'low', 'medium' or 'high'",
     ],
     "invalid-gpu.yaml": ["targets[0].gpu: 'sometimes' is not true, false or 'auto'"],
-    "invalid-backend.yaml": ["targets[0].backend: 'openai' is not 'ollama'"],
+    "invalid-backend.yaml": ["targets[0].backend: 'vllm' is not 'ollama' or 'openai'"],
+    "invalid-openai-nothing-to-probe.yaml": [
+        "targets[1].discover: target 'vllm' (openai) has nothing to probe: name the models in "
+        "`models`, or set `discover: true` (with `exclude_models` for the embedding models its "
+        "listing holds, which chat probes would fail on forever)",
+    ],
     "invalid-duty-cycle.yaml": ["probe.max_duty_cycle: 1.5 is above the maximum 1"],
     "invalid-not-yaml.yaml": ["not valid YAML: expected ',' or ']', but got ':' (line 3)"],
     "invalid-not-mapping.yaml": ["the top level must be a mapping of keys"],
@@ -714,6 +719,7 @@ targets = section(
         "headers": st.dictionaries(keys, field(HEADER_VALUES), max_size=2),
         "gpu": field(CHOICES),
         "backend": field(["ollama", "openai", "Ollama"]),
+        "discover": field([True, False, None, "yes"]),
         "max_models": field(NUMBERS),
     }
 )

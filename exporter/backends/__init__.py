@@ -18,9 +18,11 @@ from exporter.backends.base import (
     StreamRequest,
 )
 from exporter.backends.ollama import OLLAMA
+from exporter.backends.openai import OPENAI
 
 BACKENDS: dict[str, Backend] = {
     "ollama": OLLAMA,
+    "openai": OPENAI,
 }
 
 __all__ = [

@@ -1,9 +1,9 @@
 """What every backend shares: the Backend interface and the protocol-neutral values it returns.
 
-A backend is one server protocol (Ollama's native API today). It is stateless: the read calls
-take the target's ApiClient, the probe calls take the ProbeRequest, so one instance serves
-every target of its kind. The generic code (exporter.probing: probe, targets, runner) calls
-only this.
+A backend is one server protocol (Ollama's native API, an OpenAI-compatible API). It is
+stateless: the read calls take the target's ApiClient, the probe calls take the ProbeRequest,
+so one instance serves every target of its kind. The generic code (exporter.probing: probe,
+targets, runner) calls only this.
 """
 
 from __future__ import annotations
@@ -89,6 +89,8 @@ class Backend(Protocol):
     """One server protocol: its read endpoints, its generation stream and its model rules."""
 
     name: str
+    residency: bool  # whether running() tells which models are resident (and keep_alive applies)
+    digests: bool  # whether the listing gives each model's content digest
 
     def version(self, api: ApiClient, timeout: float) -> str:
         """The server's version: its health check. Raises BackendApiError."""

@@ -36,6 +36,8 @@ class OllamaBackend:
     """Ollama's native API (the `ollama` backend)."""
 
     name = "ollama"
+    residency = True
+    digests = True
 
     # --- read endpoints ---------------------------------------------------------------------
 

@@ -45,7 +45,7 @@ class TargetSeries(Collector):
             health, name = target.health.snapshot(), target.name
             if health.up is not None:  # checked at least once
                 up.add_metric([name], 1 if health.up else 0)
-            if health.version is not None:  # the version of the last check that answered
+            if health.version:  # of the last check that answered ("": the protocol has none)
                 build.add_metric([name, health.version], 1)
             checks.add_metric([name], health.checks_made)
             failures.add_metric([name], health.checks_failed)
@@ -92,7 +92,8 @@ def _models(targets: Sequence[Target]) -> tuple[Metric, Metric]:
                 ],
                 1,
             )
-            changes.add_metric([target.name, label], target.digest_changes(label))
+            if target.backend.digests:
+                changes.add_metric([target.name, label], target.digest_changes(label))
     return info, changes
 
 

@@ -111,14 +111,14 @@ class HealthTracker:
             return
         if after.up:
             if before.up is None:
-                log.info("target %s: up, Ollama %s", self._target, printable(after.version or ""))
+                log.info("target %s: up%s", self._target, _server(after.version))
             else:
                 down_s = now - (before.since or now)
                 log.info(
-                    "target %s: recovered after %s down, Ollama %s",
+                    "target %s: recovered after %s down%s",
                     self._target,
                     duration_text(down_s),
-                    printable(after.version or ""),
+                    _server(after.version),
                 )
             return
         # The wording keeps "target X: health check failed", which operators already grep for.
@@ -127,6 +127,11 @@ class HealthTracker:
             self._target,
             printable(after.error or ""),
         )
+
+
+def _server(version: str | None) -> str:
+    """The log's mention of a server's version ("" for a protocol that has none)."""
+    return f", Ollama {printable(version)}" if version else ""
 
 
 def duration_text(seconds: float) -> str:

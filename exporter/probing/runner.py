@@ -61,7 +61,8 @@ class ProbeRunner:
         resident = spec.target.resident(min(5.0, probe.timeout))
         backend = spec.target.backend
         running = None if resident is None else resident.get(backend.model_key(spec.model))
-        if probe.only_loaded and running is None:
+        # only_loaded needs residency; a backend without any probes regardless (config warns).
+        if probe.only_loaded and backend.residency and running is None:
             reason = "residency_unknown" if resident is None else "not_loaded"
             return self._publish_skip(spec, reason, interval_s)
         request = self._request(spec, running)

@@ -173,6 +173,9 @@ class Target:
 
     def _select(self, config: Config, listed: Sequence[ListedModel], timeout: float) -> Inventory:
         if not config.models:
+            # A target without discovery (openai's default) and without models probes nothing.
+            if not self.config.discovers():
+                return Inventory({})
             return self._discover(config, listed, timeout)
         # Configured names are probed even when unlisted: a deleted model must show up as
         # model_not_found failures, not as silence.
@@ -240,7 +243,7 @@ class Target:
         self.health.checked(version, error)  # logs only when the target goes down or comes back
         with self._lock:
             self._version += 1
-        if version is None:
+        if version is None or not self.backend.residency:
             return
         try:
             running = self.backend.running(self.api, timeout)
@@ -258,7 +261,10 @@ class Target:
             self._version += 1
 
     def resident(self, timeout: float) -> dict[str, RunningModel] | None:
-        """The resident models by model_key, or None when /api/ps fails."""
+        """The resident models by model_key, or None when /api/ps fails or the backend has no
+        residency."""
+        if not self.backend.residency:
+            return None
         try:
             running = self.backend.running(self.api, timeout)
         except BackendApiError as exc:
