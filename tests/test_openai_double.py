@@ -9,6 +9,8 @@ llama.cpp's timings and how a broken stream ends.
 from __future__ import annotations
 
 import json
+import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,10 +20,12 @@ import pytest
 
 from tests.fakes.openai_double import (
     ERROR_EVENT_MESSAGE,
+    GARBAGE_EVENT_DATA,
     Fault,
     OpenAIDouble,
     OpenAIModelScript,
     RequestRecord,
+    UsageVariant,
     split_pieces,
 )
 
@@ -228,3 +232,314 @@ def test_sse_framing_and_done(http: httpx.Client) -> None:
     parsed = [json.loads(c) for c in chunks]
     assert parsed[0]["choices"][0]["delta"] == {"role": "assistant"}
     assert all(p["usage"] is None for p in parsed[:-1]) and parsed[-1]["choices"] == []
+
+
+# --- variants: usage and timings -------------------------------------------------------------
+
+_ZERO = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
+
+
+def _usage_states(chunks: list[dict[str, Any]]) -> list[str]:
+    """Each chunk's usage as one word: missing, null, zero or real."""
+
+    def state(chunk: dict[str, Any]) -> str:
+        if "usage" not in chunk:
+            return "missing"
+        if chunk["usage"] is None:
+            return "null"
+        return "zero" if chunk["usage"] == _ZERO else "real"
+
+    return [state(c) for c in chunks]
+
+
+# (variant, include_usage) -> usage of (every chunk but the last, the last chunk)
+USAGE_CASES: list[tuple[UsageVariant, bool, str, str]] = [
+    ("present", True, "null", "real"),
+    ("present", False, "missing", "missing"),
+    ("absent", True, "missing", "missing"),
+    ("zeroed_every_chunk", True, "zero", "real"),
+    ("zeroed_every_chunk", False, "missing", "missing"),
+]
+
+
+@pytest.mark.parametrize("timings", [False, True])
+@pytest.mark.parametrize("path", ["/chat/completions", "/completions"])
+@pytest.mark.parametrize(("usage", "include", "before", "last"), USAGE_CASES)
+def test_usage_variants_on_the_wire(
+    double: OpenAIDouble,
+    http: httpx.Client,
+    usage: UsageVariant,
+    include: bool,
+    before: str,
+    last: str,
+    path: str,
+    timings: bool,
+) -> None:
+    double.usage, double.timings = usage, timings
+    body: dict[str, Any] = {"model": GEMMA, "stream_options": {"include_usage": include}}
+    body |= {"messages": HI} if path == "/chat/completions" else {"prompt": "Hi"}
+    *chunks, done = _events(_sse(http, path, body)[1])
+    parsed = [json.loads(c) for c in chunks]
+    assert done == b"[DONE]"
+    assert _usage_states(parsed) == [before] * (len(parsed) - 1) + [last]
+    usage_chunk = last == "real"
+    assert (parsed[-1]["choices"] == []) is usage_chunk
+    assert len(parsed) == ANSWER_TOKENS + (path == "/chat/completions") + 1 + usage_chunk
+    if usage_chunk:
+        assert parsed[-1]["usage"] == {
+            "prompt_tokens": 11,
+            "completion_tokens": ANSWER_TOKENS,
+            "total_tokens": 11 + ANSWER_TOKENS,
+        }
+    # llama.cpp's timings ride on the last chunk only, whichever that is.
+    assert ["timings" in c for c in parsed] == [False] * (len(parsed) - 1) + [timings]
+
+
+@pytest.mark.parametrize(("usage", "expected"), [("present", ANSWER_TOKENS), ("absent", None)])
+def test_script_variant_overrides_the_double(
+    double: OpenAIDouble, client: openai.OpenAI, usage: UsageVariant, expected: int | None
+) -> None:
+    double.usage = "zeroed_every_chunk"
+    double.set_models([OpenAIModelScript(GEMMA, usage=usage, timings=True)])
+    chunks = list(
+        client.completions.create(model=GEMMA, prompt="Hi", stream=True, stream_options=USAGE_ON)
+    )
+    assert all(c.usage is None for c in chunks[:-1])
+    final = chunks[-1].usage
+    assert (final.completion_tokens if final else None) == expected
+    assert "timings" in (chunks[-1].model_extra or {})
+
+
+@pytest.mark.parametrize("usage", ["present", "absent", "zeroed_every_chunk"])
+def test_client_reads_usage_from_the_last_chunk(
+    double: OpenAIDouble, client: openai.OpenAI, usage: UsageVariant
+) -> None:
+    double.usage = usage
+    chunks = list(
+        client.completions.create(model=GEMMA, prompt="Hi", stream=True, stream_options=USAGE_ON)
+    )
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == ANSWER
+    final = chunks[-1].usage
+    if usage == "absent":
+        assert all(c.usage is None for c in chunks)
+    else:
+        assert final is not None and (final.prompt_tokens, final.completion_tokens) == (11, 7)
+    zeroed = [c.usage for c in chunks[:-1] if c.usage is not None]
+    assert len(zeroed) == (len(chunks) - 1 if usage == "zeroed_every_chunk" else 0)
+    assert all(u.total_tokens == 0 for u in zeroed)
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_timings_match_the_records(double: OpenAIDouble, http: httpx.Client, stream: bool) -> None:
+    double.timings = True
+    script = OpenAIModelScript(GEMMA, first_token_delay=0.05, token_interval=0.005)
+    double.set_models([script])
+    body = {"model": GEMMA, "messages": HI, "stream_options": USAGE_ON}
+    if stream:
+        final = json.loads(_events(_sse(http, "/chat/completions", body)[1])[-2])
+    else:
+        final = http.post("/chat/completions", json=body).json()
+    timings = final["timings"]
+    record = _finished(double, "/v1/chat/completions")
+    assert record.first_token_at is not None and record.last_byte_at is not None
+    prompt_s, predicted_s = timings["prompt_ms"] / 1000, timings["predicted_ms"] / 1000
+    slack = 1e-6  # float rounding of the millisecond conversion
+    assert prompt_s >= 0.05
+    assert record.received_at + prompt_s <= record.first_token_at + slack
+    assert predicted_s >= (ANSWER_TOKENS - 1) * 0.005
+    assert record.received_at + prompt_s + predicted_s <= record.last_byte_at + slack
+    assert (timings["prompt_n"], timings["predicted_n"], timings["cache_n"]) == (11, 7, 0)
+    assert timings["predicted_per_second"] == pytest.approx(7 / predicted_s)
+    assert timings["prompt_per_second"] == pytest.approx(11 / prompt_s)
+    assert timings["predicted_per_token_ms"] == pytest.approx(timings["predicted_ms"] / 7)
+
+
+# --- raw HTTP: faults and endings ------------------------------------------------------------
+
+
+def test_drop_mid_stream_closes_without_done(double: OpenAIDouble, http: httpx.Client) -> None:
+    double.set_fault(GEMMA, Fault.DROP_MID_STREAM)
+    received = b""
+    body = {"model": GEMMA, "messages": HI, "stream": True}
+    # No terminating chunk: httpx calls the body incomplete.
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        http.stream("POST", "/chat/completions", json=body) as r,
+    ):
+        for part in r.iter_raw():
+            received += part
+    chunks = [json.loads(c) for c in _events(received)]
+    assert 2 <= len(chunks) <= ANSWER_TOKENS  # role chunk and half the pieces
+    assert all(c["choices"][0]["finish_reason"] is None for c in chunks)
+
+
+def test_drop_mid_stream_is_a_connection_error_for_the_client(
+    double: OpenAIDouble, client: openai.OpenAI
+) -> None:
+    double.set_fault(GEMMA, Fault.DROP_MID_STREAM)
+    with pytest.raises(openai.APIConnectionError):
+        list(client.chat.completions.create(model=GEMMA, messages=HI, stream=True))
+
+
+def test_no_done_ends_cleanly(double: OpenAIDouble, http: httpx.Client) -> None:
+    double.set_fault(GEMMA, Fault.NO_DONE)
+    body = {"model": GEMMA, "prompt": "Hi", "stream_options": USAGE_ON}
+    response, raw = _sse(http, "/completions", body)
+    chunks = [json.loads(c) for c in _events(raw)]  # every event is JSON: no [DONE]
+    assert response.status_code == 200 and chunks[-1]["usage"]["completion_tokens"] == 7
+    assert "".join(c["choices"][0]["text"] for c in chunks if c["choices"]) == ANSWER
+
+
+def test_error_event_on_the_wire(double: OpenAIDouble, http: httpx.Client) -> None:
+    double.set_fault(GEMMA, Fault.ERROR_EVENT)
+    response, raw = _sse(http, "/chat/completions", {"model": GEMMA, "messages": HI})
+    *chunks, error, done = _events(raw)
+    assert response.status_code == 200 and done == b"[DONE]" and len(chunks) == 3
+    assert json.loads(error) == {
+        "error": {
+            "message": ERROR_EVENT_MESSAGE,
+            "type": "server_error",
+            "param": None,
+            "code": None,
+        }
+    }
+
+
+def test_garbage_event(double: OpenAIDouble, http: httpx.Client, client: openai.OpenAI) -> None:
+    double.set_fault(GEMMA, Fault.GARBAGE_EVENT)
+    events = _events(_sse(http, "/chat/completions", {"model": GEMMA, "messages": HI})[1])
+    assert events[2] == GARBAGE_EVENT_DATA and events[-1] == b"[DONE]"
+    assert len(events) == 1 + ANSWER_TOKENS + 1 + 1 + 1  # role, pieces, garbage, finish, done
+    with pytest.raises(json.JSONDecodeError):
+        list(client.chat.completions.create(model=GEMMA, messages=HI, stream=True))
+
+
+def test_stream_faults_stream_even_for_stream_false(
+    double: OpenAIDouble, http: httpx.Client
+) -> None:
+    double.set_fault(GEMMA, Fault.NO_DONE)
+    reply = http.post("/chat/completions", json={"model": GEMMA, "messages": HI})
+    assert reply.headers["content-type"].startswith("text/event-stream")
+
+
+def _request_bytes(model: str) -> bytes:
+    body = json.dumps({"model": model, "prompt": "Hi", "stream": True}).encode()
+    head = f"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
+
+
+def test_hang_before_headers_times_out_then_release_hangs_up(
+    double: OpenAIDouble, http: httpx.Client
+) -> None:
+    double.set_fault(GEMMA, Fault.HANG_BEFORE_HEADERS)
+    with pytest.raises(httpx.ReadTimeout):
+        http.post("/completions", json={"model": GEMMA, "prompt": "Hi"}, timeout=0.3)
+    with socket.create_connection(("127.0.0.1", double.port), timeout=2.0) as sock:
+        sock.sendall(_request_bytes(GEMMA))
+        double.wait_for_requests(2, "/v1/completions")
+        double.release()
+        assert sock.recv(1024) == b""  # closed without a status line
+    assert [r.status for r in double.wait_for_requests(2, completed=True)] == [0, 0]
+
+
+def test_huge_response_streams_the_configured_size(
+    double: OpenAIDouble, client: openai.OpenAI
+) -> None:
+    assert OpenAIDouble([]).huge_bytes == 8 * 1024 * 1024
+    double.set_fault(GEMMA, Fault.HUGE_RESPONSE)
+    stream = client.chat.completions.create(
+        model=GEMMA, messages=HI, stream=True, stream_options=USAGE_ON
+    )
+    _role, *tokens, _finish, usage = list(stream)
+    assert sum(len((c.choices[0].delta.content or "").encode()) for c in tokens) == 1 << 20
+    assert usage.usage is not None and usage.usage.completion_tokens == len(tokens) == 64
+
+
+# --- requests the double refuses -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "message"),
+    [
+        ("POST", "/chat/completions", b"{", 400, "We could not parse the JSON body"),
+        ("POST", "/chat/completions", b'{"messages": []}', 400, "you must provide a model"),
+        ("POST", "/chat/completions", b'{"model": "gemma3:12b"}', 400, "'messages' is required"),
+        ("POST", "/completions", b'{"model": "gemma3:12b"}', 400, "'prompt' is required"),
+        ("GET", "/chat/completions", b"", 405, "Method Not Allowed"),
+        ("GET", "/nope", b"", 404, "Invalid URL (GET /v1/nope)"),
+    ],
+)
+def test_request_errors(
+    http: httpx.Client, method: str, path: str, body: bytes, status: int, message: str
+) -> None:
+    reply = http.request(method, path, content=body)
+    error = reply.json()["error"]
+    assert reply.status_code == status and error["type"] == "invalid_request_error"
+    assert error["message"].startswith(message.replace(" is required", ""))
+    assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_fail_endpoint_and_clear(double: OpenAIDouble, client: openai.OpenAI) -> None:
+    double.fail_endpoint("/v1/models", 502)
+    with pytest.raises(openai.APIStatusError) as failed:
+        client.models.list()
+    assert failed.value.status_code == 502
+    double.fail_endpoint("/v1/models", None)
+    assert len(client.models.list().data) == 3
+
+
+# --- timing records and lifecycle ------------------------------------------------------------
+
+
+def test_records_order_the_timestamps(double: OpenAIDouble, client: openai.OpenAI) -> None:
+    double.set_models([OpenAIModelScript(GEMMA, first_token_delay=0.05, token_interval=0.002)])
+    started = time.perf_counter()
+    list(client.chat.completions.create(model=GEMMA, messages=HI, stream=True))
+    record = _finished(double, "/v1/chat/completions")
+    assert record.first_token_at is not None and record.last_byte_at is not None
+    assert started < record.received_at < record.first_token_at < record.last_byte_at
+    assert record.first_token_at - record.received_at >= 0.05
+    assert record.last_byte_at - record.first_token_at >= (ANSWER_TOKENS - 1) * 0.002
+    assert (record.method, record.status) == ("POST", 200)
+    assert record.body is not None and record.body["model"] == GEMMA
+
+
+def test_early_role_chunk_precedes_the_first_token_delay(
+    double: OpenAIDouble, http: httpx.Client
+) -> None:
+    # Headers and the role-only chunk arrive at once; content only after the delay. A TTFT
+    # taken on the first chunk would be far too short.
+    double.set_models([OpenAIModelScript(GEMMA, first_token_delay=0.3)])
+    body = {"model": GEMMA, "messages": HI, "stream": True}
+    with http.stream("POST", "/chat/completions", json=body, timeout=0.2) as r:
+        parts = r.iter_raw()
+        first = next(parts)
+        with pytest.raises(httpx.ReadTimeout):
+            next(parts)
+    assert r.status_code == 200 and b'"delta":{"role":"assistant"}' in first
+    assert b"content" not in first
+
+
+def test_late_role_chunk_holds_the_headers(double: OpenAIDouble, http: httpx.Client) -> None:
+    double.role_chunk = "with_first_token"
+    double.set_models([OpenAIModelScript(GEMMA, first_token_delay=0.3)])
+    body = {"model": GEMMA, "messages": HI, "stream": True}
+    with pytest.raises(httpx.ReadTimeout):
+        http.post("/chat/completions", json=body, timeout=0.2)
+    chunks = [json.loads(c) for c in _events(_sse(http, "/chat/completions", body)[1])[:-1]]
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
+    assert chunks[1]["choices"][0]["delta"] == {"content": "Avocado"}
+
+
+def test_wait_for_requests_times_out(double: OpenAIDouble) -> None:
+    with pytest.raises(TimeoutError):
+        double.wait_for_requests(1, "/v1/chat/completions", timeout=0.05)
+
+
+def test_restart_rebinds_the_same_port(double: OpenAIDouble, client: openai.OpenAI) -> None:
+    port = double.port
+    double.stop()
+    with pytest.raises(openai.APIConnectionError):
+        client.models.list()
+    double.start()
+    assert double.port == port and len(client.models.list().data) == 3
