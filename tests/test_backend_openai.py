@@ -7,8 +7,12 @@ maps to, model rules, the read endpoints' bodies, and the configuration rules of
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +21,25 @@ import pytest
 
 from exporter.backends import BACKENDS, ApiClient, BackendApiError, Chunk
 from exporter.backends.openai import OPENAI, SseStream
-from exporter.config import ProbeConfig, load_config
-from exporter.probing.probe import BackendTimings, ProbeFailure, ProbeRequest, Reason
+from exporter.config import ProbeConfig, TargetConfig, load_config
+from exporter.probing.probe import (
+    BackendTimings,
+    ProbeFailure,
+    ProbeOutcome,
+    ProbeRequest,
+    Reason,
+    run_probe,
+)
+from exporter.probing.targets import http_clients
 from exporter.validation import ConfigError
+from tests.fakes.openai_double import (
+    ERROR_EVENT_MESSAGE,
+    Fault,
+    OpenAIDouble,
+    OpenAIModelScript,
+    RequestRecord,
+    split_pieces,
+)
 
 MODEL = "Qwen/Qwen2.5-7B-Instruct"
 
@@ -424,3 +444,189 @@ def test_a_listing_that_is_not_a_list_of_objects_is_an_api_error() -> None:
         with pytest.raises(BackendApiError):
             OPENAI.list_models(answer(bad), 1.0)
     assert OPENAI.version(answer({"data": []}), 1.0) == ""
+
+
+# --- against the OpenAI double, over loopback sockets ---------------------------------------
+
+ANSWER = "Avocado is rich in potassium and fibre."
+DOUBLE_MODEL = "gemma3:12b"
+# Loose agreement between the probe's clock and the double's records (as test_probe_loopback).
+CLOCK_SLACK = 0.05
+
+
+@pytest.fixture
+def double() -> Iterator[OpenAIDouble]:
+    models = [OpenAIModelScript(DOUBLE_MODEL, answer=ANSWER, prompt_tokens=13)]
+    with OpenAIDouble(models, huge_bytes=256 * 1024) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[httpx.Client]:
+    _, probes = http_clients(TargetConfig(name="t", url="http://127.0.0.1:8000/v1"))
+    with probes:
+        yield probes
+
+
+def loopback(base_url: str, **kw: Any) -> ProbeRequest:
+    return request(**({"base_url": base_url, "model": DOUBLE_MODEL, "timeout": 5.0} | kw))
+
+
+def probe_with_start(
+    client: httpx.Client, req: ProbeRequest, double: OpenAIDouble
+) -> tuple[ProbeOutcome, float, RequestRecord]:
+    """One probe, the instant its clock started, and the double's record of it (one clock)."""
+    starts: list[float] = []
+
+    def clock() -> float:
+        now = time.perf_counter()
+        if not starts:
+            starts.append(now)
+        return now
+
+    gc.collect()
+    gc.disable()  # no collector pause inside a compared timing
+    try:
+        outcome = run_probe(client, OPENAI, req, clock=clock)
+    finally:
+        gc.enable()
+    assert outcome.success, outcome.detail
+    path = "/v1/chat/completions" if req.api == "chat" else "/v1/completions"
+    [record] = double.requests(path)
+    return outcome, starts[0], record
+
+
+@pytest.mark.parametrize("api", ["chat", "generate"])
+def test_durations_lie_within_the_doubles_records_and_tokens_are_exact(
+    double: OpenAIDouble, client: httpx.Client, api: str
+) -> None:
+    # The role-only chunk goes out with the headers, 0.2 s before the first token: a TTFT
+    # measured on it would be ~0.
+    script = OpenAIModelScript(
+        DOUBLE_MODEL, answer=ANSWER, first_token_delay=0.2, token_interval=0.02, prompt_tokens=13
+    )
+    double.set_models([script])
+    outcome, start, record = probe_with_start(client, loopback(double.url, api=api), double)
+    assert record.first_token_at is not None and record.last_byte_at is not None
+    assert outcome.ttft_s is not None
+    assert start <= record.received_at
+    assert abs(start + outcome.ttft_s - record.first_token_at) < CLOCK_SLACK
+    assert abs(start + outcome.duration_s - record.last_byte_at) < CLOCK_SLACK
+    assert outcome.ttft_s >= 0.2
+    assert outcome.answer == ANSWER
+    reported = outcome.reported
+    assert reported is not None
+    assert (reported.prompt_tokens, reported.eval_count) == (13, len(split_pieces(ANSWER)))
+    assert (reported.prompt_eval_s, reported.eval_s, reported.load_s) == (None, None, None)
+    assert record.body is not None and record.body["stream_options"] == {"include_usage": True}
+
+
+def test_reasoning_starts_the_ttft_and_is_not_the_answer(
+    double: OpenAIDouble, client: httpx.Client
+) -> None:
+    double.set_models([OpenAIModelScript(DOUBLE_MODEL, answer="Yes.", thinking="Let me think.",
+                                         first_token_delay=0.1)])  # fmt: skip
+    outcome, start, record = probe_with_start(client, loopback(double.url), double)
+    assert record.first_token_at is not None and outcome.ttft_s is not None
+    assert abs(start + outcome.ttft_s - record.first_token_at) < CLOCK_SLACK
+    assert outcome.answer == "Yes."
+    assert outcome.reported is not None and outcome.reported.eval_count == 4  # 3 + 1 pieces
+
+
+def test_llama_cpp_timings_are_the_doubles_own_prefill_and_decode(
+    double: OpenAIDouble, client: httpx.Client
+) -> None:
+    double.timings = True
+    double.set_models([OpenAIModelScript(DOUBLE_MODEL, answer=ANSWER, first_token_delay=0.15,
+                                         token_interval=0.02)])  # fmt: skip
+    outcome, _, _ = probe_with_start(client, loopback(double.url), double)
+    reported, ttft = outcome.reported, outcome.ttft_s
+    assert reported is not None and ttft is not None
+    assert reported.prompt_eval_s is not None and reported.eval_s is not None
+    # Prefill is inside the measured TTFT, decode inside first token -> end.
+    assert 0.15 <= reported.prompt_eval_s <= ttft + CLOCK_SLACK
+    pieces = len(split_pieces(ANSWER))
+    assert 0.02 * (pieces - 1) <= reported.eval_s <= outcome.duration_s - ttft + CLOCK_SLACK
+    assert reported.eval_count == pieces
+
+
+@pytest.mark.parametrize(
+    ("variant", "api", "tokens"),
+    [
+        ("present", "chat", (13, 7)),
+        ("absent", "chat", (None, None)),
+        ("zeroed_every_chunk", "generate", (13, 7)),
+    ],
+)
+def test_usage_variants(
+    double: OpenAIDouble,
+    client: httpx.Client,
+    variant: Any,
+    api: str,
+    tokens: tuple[int | None, int | None],
+) -> None:
+    double.usage = variant
+    outcome, _, _ = probe_with_start(client, loopback(double.url, api=api), double)
+    assert outcome.reported is not None
+    assert (outcome.reported.prompt_tokens, outcome.reported.eval_count) == tokens
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason", "detail"),
+    [
+        # One row per way an openai target fails; which event or status is which reason is
+        # the parser's table above, the process-level table is test_e2e_openai.py.
+        (Fault.HANG_BEFORE_HEADERS, Reason.TIMEOUT, "deadline"),
+        (Fault.DROP_MID_STREAM, Reason.INCOMPLETE, ""),
+        (Fault.NO_DONE, Reason.INCOMPLETE, "done"),
+        (Fault.ERROR_EVENT, Reason.STREAM_ERROR, ERROR_EVENT_MESSAGE),
+        (Fault.GARBAGE_EVENT, Reason.INVALID_RESPONSE, "not JSON"),
+        (Fault.NOT_FOUND, Reason.MODEL_NOT_FOUND, f"The model `{DOUBLE_MODEL}` does not exist"),
+        (Fault.STATUS_500, Reason.HTTP_STATUS, "HTTP 500"),
+        (Fault.STATUS_503, Reason.HTTP_STATUS, "HTTP 503: The server is overloaded"),
+        (Fault.HUGE_RESPONSE, Reason.INVALID_RESPONSE, "larger than"),
+    ],
+    ids=lambda v: v.value if isinstance(v, Fault | Reason) else None,
+)
+def test_wire_faults_end_in_their_reason(
+    double: OpenAIDouble, client: httpx.Client, fault: Fault, reason: Reason, detail: str
+) -> None:
+    double.set_fault(DOUBLE_MODEL, fault)
+    req = loopback(double.url, timeout=0.5, max_response_bytes=64 * 1024)
+    outcomes: list[ProbeOutcome] = []
+    worker = threading.Thread(target=lambda: outcomes.append(run_probe(client, OPENAI, req)))
+    worker.start()
+    worker.join(3.0)
+    double.release()  # lets a hanging request go (after the probe gave up on it)
+    worker.join(3.0)
+    assert not worker.is_alive(), "the probe outlived its deadline"
+    [outcome] = outcomes
+    assert outcome.reason is reason, outcome.detail
+    assert detail in outcome.detail
+
+
+def test_unlisted_model_refused_connection_and_wrong_key(
+    double: OpenAIDouble, client: httpx.Client
+) -> None:
+    missing = run_probe(client, OPENAI, loopback(double.url, model="llama9"))
+    assert missing.reason is Reason.MODEL_NOT_FOUND, missing.detail
+    double.api_key = "s3cret"
+    unauthorized = run_probe(client, OPENAI, loopback(double.url))
+    assert unauthorized.reason is Reason.HTTP_STATUS and "HTTP 401" in unauthorized.detail
+    keyed = loopback(double.url, headers={"Authorization": "Bearer s3cret"})
+    assert run_probe(client, OPENAI, keyed).success
+    port = double.port
+    double.stop()
+    refused = run_probe(client, OPENAI, loopback(f"http://127.0.0.1:{port}/v1"))
+    assert refused.reason is Reason.CONNECT, refused.detail
+
+
+def test_the_read_endpoint_is_the_listing_and_the_health_check(double: OpenAIDouble) -> None:
+    api_client, _ = http_clients(TargetConfig(name="t", url=double.url))
+    with api_client:
+        api = ApiClient(api_client, double.url)
+        assert [m.name for m in OPENAI.list_models(api, 2.0)] == [DOUBLE_MODEL]
+        assert OPENAI.version(api, 2.0) == ""
+        double.fail_endpoint("/v1/models", 500)
+        with pytest.raises(BackendApiError):
+            OPENAI.version(api, 2.0)
