@@ -469,7 +469,8 @@ def client() -> Iterator[httpx.Client]:
 
 
 def loopback(base_url: str, **kw: Any) -> ProbeRequest:
-    return request(**({"base_url": base_url, "model": DOUBLE_MODEL, "timeout": 5.0} | kw))
+    fields: dict[str, Any] = {"base_url": base_url, "model": DOUBLE_MODEL, "timeout": 5.0}
+    return request(**(fields | kw))
 
 
 def probe_with_start(
