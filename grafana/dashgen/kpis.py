@@ -100,7 +100,8 @@ def _kpi_stats(dashboard: dashboard_builders.Dashboard) -> None:
     dashboard.with_panel(
         stat_panel(
             "Availability > 99.9 %",
-            "Share of health checks (GET /api/version every health interval) that succeeded "
+            "Share of health checks (GET /api/version, or /v1/models on an OpenAI-compatible "
+            "target, every health interval) that succeeded "
             "over the dashboard's time range, per target: 1 - ollama_health_check_failures_total "
             "/ ollama_health_checks_total. This is the availability SLI; its 30-day budget is "
             "below. Red under 99.9 %.",
