@@ -1,15 +1,18 @@
 """Every dashboard query against a real Prometheus filled by the exporter.
 
 The exporter probes two Ollama test doubles (target `local`: three models; target `remote`: one
-slower model that fails some probes on purpose; two prompts, short intervals) with the stand-in
-pynvml module first on its PYTHONPATH, so GPU series exist without a GPU. Prometheus scrapes it
-with the shipped rules (time-scaled by tests/e2e/stack.py, names unchanged). Then each panel
-query of the committed dashboards, and each annotation query (after a model digest change, an
-Ollama version change and a reload made for them), with the variables expanded to All and to
-one model, must return at least one series, queried the way Grafana queries it (range queries
-over the test's lifetime, instant queries now); the variables' label_values queries must return
-the targets, models and prompts; and the model table's sample counts and relative speeds must
-be the numbers that follow from the exporter's samples Prometheus holds.
+slower model that fails some probes on purpose; two prompts, short intervals) and an OpenAI
+double (target `openai`, `backend: openai`: one of `local`'s models, with llama.cpp's timings),
+with the stand-in pynvml module first on its PYTHONPATH, so GPU series exist without a GPU.
+Prometheus scrapes it with the shipped rules (time-scaled by tests/e2e/stack.py, names
+unchanged). Then each panel query of the committed dashboards, and each annotation query (after
+a model digest change, an Ollama version change and a reload made for them), with the variables
+expanded to All and to one model, must return at least one series, queried the way Grafana
+queries it (range queries over the test's lifetime, instant queries now); the variables'
+label_values queries must return the targets, models and prompts; and the model table's sample
+counts and relative speeds must be the numbers that follow from the exporter's samples
+Prometheus holds. The comparison's queries return the openai target beside the ollama one,
+except those of series its protocol does not have, where it is absent.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from tests.e2e.stack import (
     wait_for,
 )
 from tests.fakes.ollama_double import Fault, ModelScript, OllamaDouble
+from tests.fakes.openai_double import OpenAIDouble, OpenAIModelScript
 
 pytestmark = pytest.mark.e2e
 
@@ -78,15 +82,26 @@ REMOTE_MODEL = "phi3:mini"
 REMOTE_MODELS = [
     ModelScript(REMOTE_MODEL, answer=POLISH_ANSWER, family="phi3", token_interval=0.005),
 ]
+# The openai target serves one of local's models, so the comparison shows it through both
+# protocols; its GPU is the stand-in's too (gpu: true), so its energy panels fill as well.
+OPENAI_MODELS = [OpenAIModelScript(ONE_MODEL, answer=POLISH_ANSWER, token_interval=0.002)]
+JOBS = len(MODELS + REMOTE_MODELS) + len(OPENAI_MODELS)  # (target, model) rows
 PROMPTS = {"liveness", "avocado_pl"}
 TABLE = "Models on prompt $prompt"
 
 
-def exporter_config(url: str, remote_url: str) -> dict[str, Any]:
+def exporter_config(url: str, remote_url: str, openai_url: str) -> dict[str, Any]:
     return {
         "targets": [
             {"name": "local", "url": url, "gpu": True},
             {"name": "remote", "url": remote_url, "gpu": False},
+            {
+                "name": "openai",
+                "url": openai_url,
+                "backend": "openai",
+                "discover": True,
+                "gpu": True,
+            },
         ],
         "prompts": [
             {"id": "liveness", "text": "Say hello.", "interval": "3s"},
@@ -101,7 +116,7 @@ def exporter_config(url: str, remote_url: str) -> dict[str, Any]:
             "timeout": "1500ms",
             "health_interval": "1s",
             "inventory_interval": "10s",
-            # The double answers in well under a second, yet six jobs every 2-3 s would exceed
+            # The doubles answer in well under a second, yet ten jobs every 2-3 s would exceed
             # the default duty cap and stretch the intervals; the test wants them as written.
             "max_duty_cycle": 1.0,
         },
@@ -114,6 +129,7 @@ class Live:
     prometheus: Prometheus
     double: OllamaDouble
     remote: OllamaDouble
+    openai: OpenAIDouble
     started: float  # Unix time before the first probe
 
 
@@ -189,12 +205,13 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     with (
         OllamaDouble(MODELS) as double,
         OllamaDouble(REMOTE_MODELS) as remote,
+        OpenAIDouble(OPENAI_MODELS, timings=True) as openai,
         ExitStack() as stack,
     ):
         started = time.time()
         exporter = start_exporter(
             workdir,
-            exporter_config(double.url, remote.url),
+            exporter_config(double.url, remote.url, openai.url),
             stack,
             env={"PYTHONPATH": python_path},
         )
@@ -206,7 +223,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
                 scrape_interval=f"{SCRAPE_SECONDS}s",
             )
         )
-        live = Live(alerting.prometheus, double, remote, started)
+        live = Live(alerting.prometheus, double, remote, openai, started)
         # "After two scrape intervals": two samples of the exporter's series.
         wait_for(
             lambda: live.prometheus.query("count_over_time(ollama_up[1m]) >= 2"),
@@ -299,7 +316,7 @@ def variable_results(live: Live, file: str) -> dict[str, set[str]]:
 @pytest.mark.parametrize("file", DASHBOARD_FILES)
 def test_variables_return_the_targets_models_and_prompts(live: Live, file: str) -> None:
     results = variable_results(live, file)
-    assert results["target"] == {"local", "remote"}
+    assert results["target"] == {"local", "remote", "openai"}
     if file == "model-comparison.json":
         assert results["model"] == {m.name for m in MODELS + REMOTE_MODELS}
         assert results["prompt"] == PROMPTS
@@ -310,23 +327,24 @@ def first_query(file: str, title: str) -> PanelQuery:
     return next(q for q in queries(dashboard) if q.panel == title)
 
 
-def values_by_model(live: Live, query: PanelQuery, file: str) -> dict[str, float]:
+def values_by_job(live: Live, query: PanelQuery, file: str) -> dict[tuple[str, str], float]:
     dashboard = load_dashboard(file)
     expr = expand(query.expr, variable_values(dashboard, builtins_for(dashboard)))
-    return {s["metric"]["model"]: float(s["value"][1]) for s in live.prometheus.query(expr)}
+    series = live.prometheus.query(expr)
+    return {(s["metric"]["target"], s["metric"]["model"]): float(s["value"][1]) for s in series}
 
 
 def test_relative_speed_is_100_percent_for_the_fastest(live: Live) -> None:
     speed = first_query("model-comparison.json", "Speed ranking")
 
-    def every_model() -> dict[str, float] | None:
-        speeds = values_by_model(live, speed, "model-comparison.json")
-        return speeds if len(speeds) == len(MODELS + REMOTE_MODELS) else None
+    def every_model() -> dict[tuple[str, str], float] | None:
+        speeds = values_by_job(live, speed, "model-comparison.json")
+        return speeds if len(speeds) == JOBS else None
 
     speeds = wait_for(every_model, timeout=30, what="a relative speed for every model")
     assert all(0 < s <= 1 and not math.isnan(s) for s in speeds.values()), speeds
     assert max(speeds.values()) == pytest.approx(1.0)
-    assert speeds[SLOW_MODEL] < speeds[ONE_MODEL], speeds
+    assert speeds[("local", SLOW_MODEL)] < speeds[("local", ONE_MODEL)], speeds
 
 
 # --- the model table's numbers, from the samples Prometheus holds ---------------------------
@@ -393,7 +411,7 @@ def test_sample_counts_are_the_probes_prometheus_saw_in_the_range(live: Live) ->
     # half a probe, and the round() in the query takes it away.
     assert table["n (ok)"] == successes
     assert table["n (all)"] == probes
-    assert len(probes) == len(MODELS + REMOTE_MODELS), probes
+    assert len(probes) == JOBS, probes
     # The remote model failed some probes: its means rest on fewer probes than its success.
     remote = ("remote", REMOTE_MODEL)
     assert 0 < table["n (ok)"][remote] < table["n (all)"][remote], table
@@ -402,7 +420,7 @@ def test_sample_counts_are_the_probes_prometheus_saw_in_the_range(live: Live) ->
 def test_relative_speed_compares_models_of_the_same_target(live: Live) -> None:
     table = table_at(live, last_scrape(live))
     means, speeds = table["Mean time"], table["Relative speed"]
-    assert set(speeds) == set(means) and len(means) == len(MODELS + REMOTE_MODELS)
+    assert set(speeds) == set(means) and len(means) == JOBS
     fastest = {
         target: min(mean for (t, _), mean in means.items() if t == target)
         for target in {t for t, _ in means}
@@ -412,3 +430,43 @@ def test_relative_speed_compares_models_of_the_same_target(live: Live) -> None:
     # The remote model is slower than the fastest local model, yet the fastest of its target.
     assert means[("remote", REMOTE_MODEL)] > fastest["local"], means
     assert speeds[("remote", REMOTE_MODEL)] == 1.0
+
+
+# --- the openai target beside the ollama ones -----------------------------------------------
+
+# Comparison queries of series an openai target cannot have (docs/metrics.md): residency and
+# VRAM, Ollama's load_duration, cold-start markers, digests, the server's version.
+NOT_FOR_OPENAI = {
+    ("Models on prompt $prompt", "O"),  # VRAM, or 0 when not loaded: ollama_model_loaded
+    ("Models on prompt $prompt", "P"),  # share of the model on the GPU
+    ("Load time (cold starts marked)", "A"),
+    ("Load time (cold starts marked)", "B"),
+    ("annotation Model changed", ""),
+    ("annotation Ollama version changed", ""),  # the protocol has no version: always 0
+}
+
+
+def test_comparison_queries_return_the_openai_target_beside_the_ollama_one(live: Live) -> None:
+    dashboard = load_dashboard("model-comparison.json")
+    values = variable_values(dashboard, builtins_for(dashboard), model="$__all")
+    deadline = time.monotonic() + DEADLINE
+    pending = [q for q in queries(dashboard) if (q.panel, q.ref_id) not in NOT_FOR_OPENAI]
+    while True:
+        missing = []
+        for q in pending:
+            series = run_query(live, expand(q.expr, values), q.instant)
+            targets = {s["metric"].get("target") for s in series if has_a_number([s])}
+            if "local" in targets and "openai" not in targets:
+                missing.append(q)
+        if not missing or time.monotonic() >= deadline:
+            break
+        pending = missing
+        time.sleep(0.5)  # a poll interval, not a synchronisation: the loop has a deadline
+    assert not missing, "queries with the ollama target but not the openai one:\n" + "\n".join(
+        f"{q.panel} / {q.ref_id}: {q.expr}" for q in missing
+    )
+    # The excluded ones really have no openai series: absent, not 0.
+    for q in queries(dashboard):
+        if (q.panel, q.ref_id) in NOT_FOR_OPENAI:
+            series = run_query(live, expand(q.expr, values), q.instant)
+            assert "openai" not in {s["metric"].get("target") for s in series}, q
