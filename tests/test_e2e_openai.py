@@ -249,3 +249,19 @@ def test_probe_command_reports_an_openai_target_as_json(tmp_path: Path) -> None:
     assert record.first_token_at is not None and record.last_byte_at is not None
     assert row["ttft_s"] == pytest.approx(record.first_token_at - record.received_at, abs=0.1)
     assert row["duration_s"] == pytest.approx(record.last_byte_at - record.received_at, abs=0.1)
+
+
+@pytest.mark.parametrize("check", [True, False], ids=["config.check", "start"])
+def test_an_openai_target_without_models_or_discover_exits_2(tmp_path: Path, check: bool) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(
+        "targets: [{name: vllm, url: 'http://127.0.0.1:9/v1', backend: openai}]\n",
+        encoding="utf-8",
+    )
+    args = [sys.executable, "-m", "exporter", f"--config.file={config}"]
+    args += ["--config.check"] if check else ["--web.listen-address=127.0.0.1:0"]
+    result = subprocess.run(
+        args, cwd=REPO, env=exporter_env(), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2, result.stderr
+    assert "targets[0].discover: target 'vllm' (openai) has nothing to probe" in result.stderr
