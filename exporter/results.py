@@ -110,8 +110,8 @@ class JobTally:
     last_ttft_s: float | None = None  # of the last successful probe that had one
     reported: BackendTimings | None = None  # of the last successful probe that had them
     tokens_per_second: float | None = None
-    # Completion tokens over (end - first token) of the last successful probe, as the client
-    # saw the stream: None when it had no token count or no first token.
+    # Completion tokens over (end - first token), as the client saw the stream, of the last
+    # successful probe that had a token count and a first token before its end.
     stream_tokens_per_second: float | None = None
     checks_passed: Mapping[str, bool] = field(default_factory=dict)  # as last answered
     gpu_utilization: Mapping[GpuKey, float] = field(default_factory=dict)
@@ -179,7 +179,8 @@ class JobTally:
         if outcome.ttft_s is not None:
             change["ttft"] = self.ttft.after(outcome.ttft_s)
             change["last_ttft_s"] = outcome.ttft_s
-        change["stream_tokens_per_second"] = stream_rate(outcome)
+        if (rate := stream_rate(outcome)) is not None:
+            change["stream_tokens_per_second"] = rate
         if reported is not None:
             change["reported"] = reported
             if reported.eval_count and reported.eval_s:

@@ -133,12 +133,10 @@ class StockProbeMetrics:
         self.answer["response_words"].labels(*labels).set(result.response_words)
         if server is not None:
             self._observe_reported(labels, server)
-        # Client-side: completion tokens over first token to end; absent when either is unknown.
+        # Client-side: completion tokens over first token to end; kept when either is unknown.
         streaming = None if outcome.ttft_s is None else outcome.duration_s - outcome.ttft_s
         if server is not None and server.eval_count and streaming is not None and streaming > 0:
             self.stream_rate.labels(*labels).set(server.eval_count / streaming)
-        else:
-            self.stream_rate.remove(*labels)  # a no-op when it has none
         for check, passed in result.checks.items():
             self.check_passed.labels(*labels, check).set(1 if passed else 0)
             if not passed:

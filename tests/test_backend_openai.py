@@ -31,6 +31,7 @@ from exporter.probing.probe import (
     run_probe,
 )
 from exporter.probing.targets import http_clients
+from exporter.results import stream_rate
 from exporter.validation import ConfigError
 from tests.fakes.openai_double import (
     ERROR_EVENT_MESSAGE,
@@ -631,3 +632,17 @@ def test_the_read_endpoint_is_the_listing_and_the_health_check(double: OpenAIDou
         double.fail_endpoint("/v1/models", 500)
         with pytest.raises(BackendApiError):
             OPENAI.version(api, 2.0)
+
+
+# --- the client-side decode rate (a series of its own, for every backend) -------------------
+
+
+def test_the_stream_rate_is_completion_tokens_over_first_token_to_end() -> None:
+    def outcome(tokens: int | None, ttft: float | None, duration: float) -> ProbeOutcome:
+        reported = BackendTimings(eval_count=tokens, eval_s=9.0, missing_means_zero=False)
+        return ProbeOutcome(None, "ok", duration, ttft, "x", reported)
+
+    assert stream_rate(outcome(20, 0.5, 2.5)) == 10.0  # not 20 / eval_s, not 20 / 2.5
+    assert stream_rate(outcome(None, 0.5, 2.5)) is None  # no usage: never estimated
+    assert stream_rate(outcome(20, None, 2.5)) is None
+    assert stream_rate(outcome(20, 2.5, 2.5)) is None  # first token and end in one read
