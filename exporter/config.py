@@ -78,7 +78,7 @@ BackendName = Literal["ollama", "openai"]
 class TargetConfig(StrictModel):
     name: str = Field(min_length=1)
     url: str
-    backend: BackendName = "ollama"
+    protocol: BackendName = "ollama"
     headers: dict[str, str] = {}
     gpu: Literal[True, False, "auto"] = "auto"
     tls_ca_file: str | None = None
@@ -91,12 +91,12 @@ class TargetConfig(StrictModel):
 
     def discovers(self) -> bool:
         """Whether an empty `models` list means every listed model (else no model at all)."""
-        return self.discover if self.discover is not None else self.backend != "openai"
+        return self.discover if self.discover is not None else self.protocol != "openai"
 
     def connection(self) -> tuple[object, ...]:
         """What reaching the server depends on: a change of these makes it a new target."""
         return (
-            self.backend,
+            self.protocol,
             self.url,
             self.headers,
             self.tls_ca_file,
@@ -352,15 +352,15 @@ def _target_problems(i: int, target: Mapping[str, Any]) -> list[str]:
 
 def _discovery_problems(i: int, target: Mapping[str, Any], models: object) -> list[str]:
     """A target that does not discover needs the models to probe named."""
-    backend = field_value(TargetConfig, "backend", target)
+    protocol = field_value(TargetConfig, "protocol", target)
     discover = field_value(TargetConfig, "discover", target)
-    if INVALID in (backend, discover) or models:
+    if INVALID in (protocol, discover) or models:
         return []
-    config = TargetConfig.model_construct(backend=backend, discover=discover)
+    config = TargetConfig.model_construct(protocol=protocol, discover=discover)
     if config.discovers():
         return []
     return [
-        f"targets[{i}].discover: target {shown(target.get('name'))} ({backend}) has nothing to "
+        f"targets[{i}].discover: target {shown(target.get('name'))} ({protocol}) has nothing to "
         "probe: name the models in `models`, or set `discover: true` (with `exclude_models` for "
         "the embedding models its listing holds, which chat probes would fail on forever)"
     ]
@@ -494,7 +494,7 @@ OPENAI_OPTIONS: Mapping[str, str] = {
 
 def _warn_about_openai(config: Config, source: str) -> None:
     """Once per load: the settings and prompt options that openai targets do not take."""
-    names = [t.name for t in config.targets if t.backend == "openai"]
+    names = [t.name for t in config.targets if t.protocol == "openai"]
     if not names:
         return
     targets = ", ".join(printable(n) for n in names)

@@ -65,7 +65,7 @@ def _max_models(value: str) -> int:
     raise ValueError(f"{shown(value)} is not a whole number of at least 1")
 
 
-def _backend(value: str) -> str:
+def _protocol(value: str) -> str:
     known = get_args(BackendName)
     if value in known:
         return value
@@ -82,7 +82,7 @@ def _ca_file(value: str) -> str:
 
 # Labels that set the TargetConfig field of the same name, with their readers.
 SETTINGS: Mapping[str, Callable[[str], object]] = {
-    "backend": _backend,
+    "protocol": _protocol,
     "discover": _boolean,
     "gpu": _gpu,
     "max_models": _max_models,

@@ -104,9 +104,16 @@ def at(path: Iterable[str | int], problem: str) -> str:
     return f"{text}: {problem}" if text else problem
 
 
+# Keys that were renamed: a file written for the old name gets the new one named.
+RENAMED = {"backend": "protocol"}
+
+
 def unknown_key(key: object, known: Iterable[str]) -> str:
     """`unknown key 'intervall', did you mean 'interval'?`"""
     text = f"unknown key {shown(key)}"
+    known = list(known)
+    if RENAMED.get(str(key)) in known:
+        return f"{text}: it is called {RENAMED[str(key)]!r} now"
     nearest = _nearest(str(key), known)
     return f"{text}, did you mean {nearest!r}?" if nearest else text
 

@@ -87,7 +87,7 @@ def parse(api: str, *lines: bytes) -> list[Chunk | None]:
 def test_backend_values_are_the_registered_backends() -> None:
     # A config value without an implementation, or one no config can pick, is a half-added one.
     assert set(get_args(BackendName)) == set(BACKENDS)
-    assert load_config(None, environ={}).targets[0].backend == "ollama"
+    assert load_config(None, environ={}).targets[0].protocol == "ollama"
 
 
 def test_the_ollama_backend_is_registered_under_its_name() -> None:

@@ -362,13 +362,13 @@ def write(tmp_path: Path, text: str) -> Path:
 OPENAI_TARGETS = """
 targets:
   - {name: box, url: "http://127.0.0.1:11434"}
-  - {name: vllm, url: "http://127.0.0.1:8000/v1", backend: openai, discover: true}
-  - {name: llamacpp, url: "http://127.0.0.1:8080/v1", backend: openai, discover: true}
+  - {name: vllm, url: "http://127.0.0.1:8000/v1", protocol: openai, discover: true}
+  - {name: llamacpp, url: "http://127.0.0.1:8080/v1", protocol: openai, discover: true}
 """
 
 
 def test_an_openai_target_needs_models_or_discover(tmp_path: Path) -> None:
-    text = "targets:\n  - {name: vllm, url: 'http://h:8000/v1', backend: openai}\n"
+    text = "targets:\n  - {name: vllm, url: 'http://h:8000/v1', protocol: openai}\n"
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, text), environ={})
     assert [p.split(":")[0] for p in caught.value.problems] == ["targets[0].discover"]

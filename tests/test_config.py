@@ -78,7 +78,10 @@ INVALID_CASES: dict[str, list[str]] = {
         "prompts[0].think: 'maximum' is not true, false, 'low', 'medium' or 'high'",
     ],
     "invalid-gpu.yaml": ["targets[0].gpu: 'sometimes' is not true, false or 'auto'"],
-    "invalid-backend.yaml": ["targets[0].backend: 'vllm' is not 'ollama' or 'openai'"],
+    "invalid-protocol.yaml": ["targets[0].protocol: 'vllm' is not 'ollama' or 'openai'"],
+    "invalid-backend-renamed.yaml": [
+        "targets[0]: unknown key 'backend': it is called 'protocol' now"
+    ],
     "invalid-openai-nothing-to-probe.yaml": [
         "targets[1].discover: target 'vllm' (openai) has nothing to probe: name the models in "
         "`models`, or set `discover: true` (with `exclude_models` for the embedding models its "
@@ -718,7 +721,7 @@ targets = section(
         "url": field(URLS),
         "headers": st.dictionaries(keys, field(HEADER_VALUES), max_size=2),
         "gpu": field(CHOICES),
-        "backend": field(["ollama", "openai", "Ollama"]),
+        "protocol": field(["ollama", "openai", "Ollama"]),
         "discover": field([True, False, None, "yes"]),
         "max_models": field(NUMBERS),
     }

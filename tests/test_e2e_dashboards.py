@@ -2,7 +2,7 @@
 
 The exporter probes two Ollama test doubles (target `local`: three models; target `remote`: one
 slower model that fails some probes on purpose; two prompts, short intervals) and an OpenAI
-double (target `openai`, `backend: openai`: one of `local`'s models, with llama.cpp's timings),
+double (target `openai`, `protocol: openai`: one of `local`'s models, with llama.cpp's timings),
 with the stand-in pynvml module first on its PYTHONPATH, so GPU series exist without a GPU.
 Prometheus scrapes it with the shipped rules (time-scaled by tests/e2e/stack.py, names
 unchanged). Then each panel query of the committed dashboards, and each annotation query (after
@@ -98,7 +98,7 @@ def exporter_config(url: str, remote_url: str, openai_url: str) -> dict[str, Any
             {
                 "name": "openai",
                 "url": openai_url,
-                "backend": "openai",
+                "protocol": "openai",
                 "discover": True,
                 "gpu": True,
             },

@@ -1,7 +1,7 @@
 """Issue 27: openai targets in a real exporter process, beside an ollama target.
 
 One `python -m exporter` probes the same model through an Ollama double (native API) and an
-OpenAI double (`backend: openai`, a bearer token from the environment, llama.cpp timings), plus
+OpenAI double (`protocol: openai`, a bearer token from the environment, llama.cpp timings), plus
 an openai target whose models each carry one fault. /metrics shows both targets' probe series,
 the series an openai target cannot have are absent, the status page lists both, and the fault
 table holds for openai targets. `probe --output json` reports an openai target too.
@@ -75,9 +75,9 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
                 f"""\
                 targets:
                   - {{name: native, url: "{ollama.url}"}}
-                  - {{name: vllm, url: "{openai.url}", backend: openai, discover: true,
+                  - {{name: vllm, url: "{openai.url}", protocol: openai, discover: true,
                       headers: {{Authorization: "Bearer ${{OPENAI_TEST_KEY}}"}}}}
-                  - {{name: faults, url: "{faults.url}", backend: openai, discover: true}}
+                  - {{name: faults, url: "{faults.url}", protocol: openai, discover: true}}
                 prompts:
                   - {{id: liveness, text: "Why avocados?", interval: 3s,
                       options: {{temperature: 0, num_predict: 64, top_k: 20}},
@@ -223,7 +223,7 @@ def test_probe_command_reports_an_openai_target_as_json(tmp_path: Path) -> None:
     with OpenAIDouble([script]) as double:
         config = tmp_path / "probe.yaml"
         config.write_text(
-            f"targets: [{{name: vllm, url: '{double.url}', backend: openai}}]\n"
+            f"targets: [{{name: vllm, url: '{double.url}', protocol: openai}}]\n"
             f"models: ['{MODEL}']\n"
             "prompts: [{id: liveness, text: 'Why avocados?'}]\n"
             "probe: {timeout: 10s}\ngpu: {enabled: false}\n",
@@ -255,7 +255,7 @@ def test_probe_command_reports_an_openai_target_as_json(tmp_path: Path) -> None:
 def test_an_openai_target_without_models_or_discover_exits_2(tmp_path: Path, check: bool) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(
-        "targets: [{name: vllm, url: 'http://127.0.0.1:9/v1', backend: openai}]\n",
+        "targets: [{name: vllm, url: 'http://127.0.0.1:9/v1', protocol: openai}]\n",
         encoding="utf-8",
     )
     args = [sys.executable, "-m", "exporter", f"--config.file={config}"]

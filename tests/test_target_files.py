@@ -75,7 +75,7 @@ PARSED: list[tuple[str, str, list[TargetConfig]]] = [
           labels:
             __scheme__: https
             name: remote
-            backend: ollama
+            protocol: ollama
             gpu: auto
             max_models: "7"
             tls_ca_file: {certifi.where()}
@@ -89,7 +89,7 @@ PARSED: list[tuple[str, str, list[TargetConfig]]] = [
             TargetConfig(
                 name="remote",
                 url="https://gpu-box.example:8443",
-                backend="ollama",
+                protocol="ollama",
                 gpu="auto",
                 max_models=7,
                 tls_ca_file=certifi.where(),
@@ -188,12 +188,12 @@ REFUSED: dict[str, tuple[str, list[str]]] = {
     ),
     "bad values": (
         '[{"targets": ["h:1"], "labels": {"gpu": "yes", "max_models": "0", "__scheme__": '
-        '"ftp", "backend": "vllm", "tls_insecure_skip_verify": "True", "name": ""}}]',
+        '"ftp", "protocol": "vllm", "tls_insecure_skip_verify": "True", "name": ""}}]',
         [
             "[0].labels.gpu: 'yes' is not 'true', 'false' or 'auto'",
             "[0].labels.max_models: '0' is not a whole number of at least 1",
             "[0].labels.__scheme__: 'ftp' is not 'http' or 'https'",
-            "[0].labels.backend: 'vllm' is not 'ollama' or 'openai'",
+            "[0].labels.protocol: 'vllm' is not 'ollama' or 'openai'",
             "[0].labels.tls_insecure_skip_verify: 'True' is not 'true' or 'false'",
             "[0].labels.name: the name is empty",
         ],

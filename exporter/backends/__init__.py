@@ -1,6 +1,6 @@
 """Server protocols, one module each, behind one interface (exporter.backends.base.Backend).
 
-A target's `backend` config value picks its entry here. A new protocol is a new module, one
+A target's `protocol` config value picks its entry here. A new protocol is a new module, one
 line in BACKENDS, its value in config.BackendName, and its test double (docs/architecture.md).
 """
 

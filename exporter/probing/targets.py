@@ -61,7 +61,7 @@ class Target:
     ) -> None:
         self.config = config
         self.name = config.name
-        self.backend = backend_named(config.backend)
+        self.backend = backend_named(config.protocol)
         self.api = ApiClient(api_client, config.url, config.headers)
         self.probe_client = probe_client
         self.redact = Redactor(config.headers.values())
