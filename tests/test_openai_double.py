@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam, ChatCompletionStreamOptionsParam
 
 from tests.fakes.openai_double import (
     ERROR_EVENT_MESSAGE,
@@ -35,8 +36,8 @@ ANSWER = "Avocado is rich in potassium and fibre."
 ANSWER_TOKENS = len(split_pieces(ANSWER))  # 7
 THINKING = "The user asks about avocados."
 THINKING_TOKENS = len(split_pieces(THINKING))  # 5
-HI = [{"role": "user", "content": "Hi"}]
-USAGE_ON = {"include_usage": True}
+HI: list[ChatCompletionMessageParam] = [{"role": "user", "content": "Hi"}]
+USAGE_ON: ChatCompletionStreamOptionsParam = {"include_usage": True}
 
 
 def _models() -> list[OpenAIModelScript]:
@@ -130,6 +131,14 @@ def test_chat_stream_reasoning_before_content(client: openai.OpenAI) -> None:
     assert "".join(c.choices[0].delta.content or "" for c in tokens) == ANSWER
     assert usage.usage is not None and usage.usage.prompt_tokens == 23
     assert usage.usage.completion_tokens == THINKING_TOKENS + ANSWER_TOKENS
+
+
+def test_reasoning_field_can_be_reasoning(double: OpenAIDouble, http: httpx.Client) -> None:
+    double.set_models([OpenAIModelScript(QWEN, thinking=THINKING, reasoning_field="reasoning")])
+    events = _events(_sse(http, "/chat/completions", {"model": QWEN, "messages": HI})[1])
+    deltas = [json.loads(e)["choices"][0]["delta"] for e in events[1 : 1 + THINKING_TOKENS]]
+    assert "".join(d["reasoning"] for d in deltas) == THINKING
+    assert all(set(d) == {"reasoning"} for d in deltas)
 
 
 def test_chat_non_streaming(double: OpenAIDouble, client: openai.OpenAI) -> None:
@@ -502,6 +511,15 @@ def test_records_order_the_timestamps(double: OpenAIDouble, client: openai.OpenA
     assert record.last_byte_at - record.first_token_at >= (ANSWER_TOKENS - 1) * 0.002
     assert (record.method, record.status) == ("POST", 200)
     assert record.body is not None and record.body["model"] == GEMMA
+
+
+def test_extra_delays_cycle_per_generation(double: OpenAIDouble, http: httpx.Client) -> None:
+    double.set_models([OpenAIModelScript(GEMMA, extra_delays=(0.0, 0.1))])
+    for _ in range(2):
+        http.post("/completions", json={"model": GEMMA, "prompt": "Hi", "stream": True})
+    second = double.wait_for_requests(2, "/v1/completions", completed=True)[1]
+    assert second.first_token_at is not None
+    assert second.first_token_at - second.received_at >= 0.1
 
 
 def test_early_role_chunk_precedes_the_first_token_delay(

@@ -238,6 +238,7 @@ class _Handler(_OllamaHandler):
     """The Ollama double's handler (records, writing, hang-ups) speaking OpenAI's dialect."""
 
     server: _Server
+    opened: bool  # a stream's headers (and role chunk) went out
 
     def _route(self, path: str) -> None:
         double = self.server.double
@@ -269,7 +270,7 @@ class _Handler(_OllamaHandler):
         return False
 
     # --- writing -------------------------------------------------------------------------
-    def _error(  # type: ignore[override]
+    def _error(
         self,
         status: int,
         message: str,
@@ -348,9 +349,9 @@ class _Handler(_OllamaHandler):
             return
         gen = self._plan(body, chat, model, script, fault)
         if body.get("stream") is True or fault in _STREAM_FAULTS:
-            self._stream(gen)
+            self._stream_events(gen)
         else:
-            self._whole(gen)
+            self._whole_object(gen)
 
     def _fail_before_headers(self, fault: Fault, model: str) -> bool:  # type: ignore[override]
         if fault is Fault.HANG_BEFORE_HEADERS:
@@ -397,7 +398,7 @@ class _Handler(_OllamaHandler):
             started_at=self.record.received_at,
         )
 
-    def _stream(self, gen: _Generation) -> None:
+    def _stream_events(self, gen: _Generation) -> None:
         double, script = self.server.double, gen.script
         self.opened = False
         headers = {"Content-Type": "text/event-stream; charset=utf-8"}
@@ -405,7 +406,7 @@ class _Handler(_OllamaHandler):
         self.pending = self._head(200, headers)
         if double.role_chunk == "early":
             self._open(gen)
-        if not double._sleep(script.first_token_delay + double._extra_delay(script)):
+        if not double._sleep(double._prefill(script)):
             return self._abandon()
         gen.prompt_done_at = time.perf_counter()
         self._open(gen)
@@ -437,9 +438,9 @@ class _Handler(_OllamaHandler):
         if usage is not None:
             self._event(usage)
 
-    def _whole(self, gen: _Generation) -> None:
+    def _whole_object(self, gen: _Generation) -> None:
         double, script = self.server.double, gen.script
-        if not double._sleep(script.first_token_delay + double._extra_delay(script)):
+        if not double._sleep(double._prefill(script)):
             return self._abandon()
         gen.prompt_done_at = time.perf_counter()
         if not double._sleep(script.token_interval * max(0, len(gen.pieces) - 1)):
@@ -524,6 +525,11 @@ class OpenAIDouble(OllamaDouble):
     def _inventory(self) -> list[OpenAIModelScript]:  # type: ignore[override]
         with self._cond:
             return list(self._models.values())  # type: ignore[arg-type]
+
+    def _prefill(self, script: OpenAIModelScript) -> float:
+        """Receipt to first piece: first_token_delay plus this generation's extra delay."""
+        # The base only reads the script's name and extra_delays, which ours share.
+        return script.first_token_delay + self._extra_delay(script)  # type: ignore[arg-type]
 
     def _next_id(self, prefix: str) -> str:
         with self._id_lock:
