@@ -55,7 +55,8 @@ class Rig:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     tmp = tmp_path_factory.mktemp("openai")
-    ollama = OllamaDouble([ModelScript(MODEL, answer=ANSWER, resident=True)])
+    # Tokens spaced out, so the stream spans several reads and a client-side rate exists.
+    ollama = OllamaDouble([ModelScript(MODEL, answer=ANSWER, resident=True, token_interval=0.01)])
     openai = OpenAIDouble(
         [OpenAIModelScript(MODEL, answer=ANSWER, first_token_delay=0.05, token_interval=0.01)],
         timings=True,

@@ -18,6 +18,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -205,7 +206,10 @@ def fleet_names() -> list[str]:
 
 @pytest.fixture
 def doubles() -> Iterator[list[OllamaDouble]]:
-    started = [OllamaDouble([ModelScript(MODEL)]).start() for _ in range(3)]
+    # Tokens spaced out: an answer read in one piece has no client-side rate, and the series
+    # sets compared below must not depend on how the reads fell.
+    script = ModelScript(MODEL, token_interval=0.01)
+    started = [OllamaDouble([replace(script)]).start() for _ in range(3)]
     try:
         yield started
     finally:
