@@ -26,7 +26,7 @@ from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 JSON = dict[str, Any]
@@ -608,21 +608,27 @@ class OllamaDouble:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> OllamaDouble:
+    def start(self) -> Self:
         """Bind (the same port again after a stop()) and serve on a daemon thread."""
         if self._server is None:
             with self._cond:
                 self._stopping = False
-            self._server = _Server((self.host, self._port), self)
+            self._server = self._make_server()
             self._port = self._server.server_address[1]
             self._thread = threading.Thread(
                 target=self._server.serve_forever,
                 kwargs={"poll_interval": 0.02},  # keeps stop() quick
-                name=f"ollama-double-{self._port}",
+                name=f"{self._thread_name}-{self._port}",
                 daemon=True,
             )
             self._thread.start()
         return self
+
+    _thread_name = "ollama-double"
+
+    def _make_server(self) -> _Server:
+        """The listening server; a double of another protocol returns its own subclass."""
+        return _Server((self.host, self._port), self)
 
     def stop(self) -> None:
         """Like a dying Ollama: wake hangs, close the listener and every connection, join."""
@@ -638,7 +644,7 @@ class OllamaDouble:
         thread.join(2.0)
         self._server = self._thread = None
 
-    def __enter__(self) -> OllamaDouble:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(

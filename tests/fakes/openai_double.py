@@ -490,24 +490,10 @@ class OpenAIDouble(OllamaDouble):
         """The base URL an OpenAI client takes, /v1 included."""
         return f"http://{self.host}:{self.port}/v1"
 
-    def start(self) -> OpenAIDouble:
-        """Bind (the same port again after a stop()) and serve on a daemon thread."""
-        if self._server is None:
-            with self._cond:
-                self._stopping = False
-            self._server = _Server((self.host, self._port), self)
-            self._port = self._server.server_address[1]
-            self._thread = threading.Thread(
-                target=self._server.serve_forever,
-                kwargs={"poll_interval": 0.02},  # keeps stop() quick
-                name=f"openai-double-{self._port}",
-                daemon=True,
-            )
-            self._thread.start()
-        return self
+    _thread_name = "openai-double"
 
-    def __enter__(self) -> OpenAIDouble:
-        return self.start()
+    def _make_server(self) -> _Server:
+        return _Server((self.host, self._port), self)
 
     def set_models(self, models: list[OpenAIModelScript]) -> None:  # type: ignore[override]
         """Replace the inventory (copies are kept, so callers' scripts stay untouched)."""
